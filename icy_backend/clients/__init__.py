@@ -1,0 +1,1 @@
+"""Outbound clients: Esplora, EVM JSON-RPC, prices, Mochi Pay, uptime webhooks."""

@@ -1,0 +1,199 @@
+"""Every metric family of SPEC §6, created on one registry.
+
+Label values never come from user input: see ``docs/metrics.md`` for the allowed values of every label.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from icy_backend import __version__
+from icy_backend.settings import BREAKER_SERVICES
+
+HTTP_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+HTTP_SIZE_BUCKETS = tuple(100.0 * 2**k for k in range(8))
+EXTERNAL_DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+JOB_DURATION_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0)
+BUSINESS_DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+HEALTH_DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+
+BREAKER_STATE_VALUE = {"closed": 0, "half_open": 1, "open": 2}
+PENDING_TRANSACTION_TYPES = ("btc_payout", "swap_request")
+
+
+class Metrics:
+    """All families on one registry. One instance per app; pass it to clients, checks and jobs."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        r = registry
+        # HTTP
+        self.http_request_duration = Histogram(
+            "icy_backend_http_request_duration_seconds",
+            "HTTP request duration in seconds, by method, route template and status.",
+            ("method", "path", "status"),
+            buckets=HTTP_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "icy_backend_http_requests_total",
+            "HTTP requests, by method, route template and status.",
+            ("method", "path", "status"),
+            registry=r,
+        )
+        self.http_response_size = Histogram(
+            "icy_backend_http_response_size_bytes",
+            "HTTP response body size in bytes.",
+            ("method", "path", "status"),
+            buckets=HTTP_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.http_in_flight = Gauge(
+            "icy_backend_http_requests_in_flight",
+            "HTTP requests being served now, by method.",
+            ("method",),
+            registry=r,
+        )
+        # External APIs and breakers
+        self.external_duration = Histogram(
+            "icy_backend_external_api_duration_seconds",
+            "Outbound call duration, by upstream, operation and outcome.",
+            ("api_name", "endpoint", "status"),
+            buckets=EXTERNAL_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.external_calls = Counter(
+            "icy_backend_external_api_calls_total",
+            "Outbound calls, by upstream and outcome (success, error, timeout, rejected).",
+            ("api_name", "status"),
+            registry=r,
+        )
+        self.external_timeouts = Counter(
+            "icy_backend_external_api_timeouts_total",
+            "Outbound call timeouts, by upstream and kind (connect, read, deadline).",
+            ("api_name", "timeout_type"),
+            registry=r,
+        )
+        self.breaker_state = Gauge(
+            "icy_backend_circuit_breaker_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+            ("api_name",),
+            registry=r,
+        )
+        self.breaker_transitions = Counter(
+            "icy_backend_circuit_breaker_transitions_total",
+            "Circuit breaker transitions, by upstream and new state.",
+            ("api_name", "to_state"),
+            registry=r,
+        )
+        for service in BREAKER_SERVICES:
+            self.breaker_state.labels(service).set(0)
+        # Jobs
+        self.job_duration = Histogram(
+            "icy_backend_background_job_duration_seconds",
+            "Background job run duration, by job and outcome.",
+            ("job_name", "status"),
+            buckets=JOB_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.job_runs = Counter(
+            "icy_backend_background_job_runs_total",
+            "Background job runs, by job and outcome (success, failed, timeout, skipped).",
+            ("job_name", "status"),
+            registry=r,
+        )
+        self.jobs_active = Gauge(
+            "icy_backend_background_jobs_active", "Background job runs in progress now.", registry=r
+        )
+        self.jobs_stalled = Gauge(
+            "icy_backend_background_jobs_stalled",
+            "Background jobs stalled now (running with no heartbeat for stall_after).",
+            registry=r,
+        )
+        self.job_timeouts = Counter(
+            "icy_backend_job_timeouts_total", "Background job runs cancelled by their timeout.", ("job_name",),
+            registry=r,
+        )
+        self.job_last_success = Gauge(
+            "icy_backend_background_job_last_success_timestamp_seconds",
+            "Unix time of the last successful run of each job.",
+            ("job_name",),
+            registry=r,
+        )
+        self.job_leader = Gauge(
+            "icy_backend_job_leader",
+            "1 when this replica holds the job leader lock (or runs alone), 0 on a standby.",
+            registry=r,
+        )
+        self.pending_transactions = Gauge(
+            "icy_backend_pending_transactions",
+            "Rows waiting to be processed, by type (btc_payout, swap_request).",
+            ("transaction_type",),
+            registry=r,
+        )
+        for kind in PENDING_TRANSACTION_TYPES:
+            self.pending_transactions.labels(kind).set(0)
+        # Business
+        self.business_operations = Counter(
+            "icy_backend_business_operations_total",
+            "Oracle and swap operations, by operation, category and outcome.",
+            ("operation_type", "category", "status"),
+            registry=r,
+        )
+        self.business_duration = Histogram(
+            "icy_backend_business_operation_duration_seconds",
+            "Oracle and swap operation duration.",
+            ("operation_type", "category", "status"),
+            buckets=BUSINESS_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.cache_operations = Counter(
+            "icy_backend_cache_operations_total",
+            "Cache lookups, by cache and result (hit, miss).",
+            ("cache_type", "operation"),
+            registry=r,
+        )
+        self.oracle_data_age = Gauge(
+            "icy_backend_oracle_data_age_seconds",
+            "Age of the cached oracle values, by kind (circulated_icy, treasury_btc, icy_btc_ratio).",
+            ("data_type",),
+            registry=r,
+        )
+        self.swap_operations = Counter(
+            "icy_backend_swap_operations_total",
+            "Swap operations, by operation (signature, swap_request, payout) and outcome.",
+            ("operation", "status"),
+            registry=r,
+        )
+        self.indexed_transactions = Counter(
+            "icy_backend_indexed_transactions_total",
+            "Rows inserted by the indexers, by chain (btc, icy, icy_swap).",
+            ("chain",),
+            registry=r,
+        )
+        # Health
+        self.health_status = Gauge(
+            "icy_backend_health_check_status",
+            "Last health check result: 1 healthy, 0.5 degraded, 0 unhealthy.",
+            ("check",),
+            registry=r,
+        )
+        self.health_duration = Histogram(
+            "icy_backend_health_check_duration_seconds",
+            "Health check duration.",
+            ("check",),
+            buckets=HEALTH_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.health_checks = Counter(
+            "icy_backend_health_checks_total",
+            "Health check runs, by check and result.",
+            ("check", "status"),
+            registry=r,
+        )
+        # Build
+        self.build_info = Gauge(
+            "icy_backend_build_info", "Always 1; the version label says what is running.", ("version",),
+            registry=r,
+        )
+        self.build_info.labels(__version__).set(1)

@@ -1,0 +1,14 @@
+"""A private ``CollectorRegistry`` with the process, platform and GC collectors."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+
+
+def make_registry() -> CollectorRegistry:
+    """A fresh registry: our families plus prometheus-client's process, platform and GC collectors."""
+    registry = CollectorRegistry(auto_describe=True)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
