@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by the routes: the JSON envelope and API errors."""

@@ -1,0 +1,1 @@
+"""Route modules; each exports ``routes: list[BaseRoute]``. The app factory mounts them."""
