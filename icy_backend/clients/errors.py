@@ -6,6 +6,8 @@ full error (URLs stripped by the log filter) goes to the log.
 
 from __future__ import annotations
 
+import re
+
 
 class UpstreamError(Exception):
     """Base of every outbound-call failure. ``service`` is one of ``BREAKER_SERVICES`` or ``webhook``."""
@@ -55,6 +57,27 @@ class UpstreamHTTPStatus(UpstreamError):
         return self.status_code >= 500 or self.status_code == 429
 
 
+class BroadcastRejected(UpstreamHTTPStatus):
+    """The node refused a broadcast transaction (HTTP 400). An answer, not a breaker failure.
+
+    ``reason`` is the node's text (may hold amounts: log it at DEBUG only); ``min_fee`` is the fee in sats the
+    node asked for when the reason is ``min relay fee not met, A < B``.
+    """
+
+    error_class = "broadcast_rejected"
+
+    def __init__(self, service: str, reason: str, status_code: int = 400) -> None:
+        super().__init__(service, status_code)
+        self.error_class = "broadcast_rejected"
+        self.reason = reason
+        self.min_fee = _min_fee(reason)
+
+
+def _min_fee(reason: str) -> int | None:
+    match = re.search(r"min relay fee not met,\s*(\d+)\s*<\s*(\d+)", reason)
+    return int(match.group(2)) if match else None
+
+
 class InvalidResponse(UpstreamError):
     """The upstream answered with something that is not the expected wire format."""
 
@@ -62,7 +85,7 @@ class InvalidResponse(UpstreamError):
 
 
 class JsonRpcError(UpstreamError):
-    """A JSON-RPC error object. Execution reverts (code 3 / ``execution reverted``) are not breaker failures."""
+    """A JSON-RPC error object. Reverts (code 3 / ``execution reverted``) are not breaker failures."""
 
     error_class = "invalid_response"
 
@@ -77,9 +100,37 @@ class JsonRpcError(UpstreamError):
         return self.code == 3 or "revert" in self.message.lower()
 
     @property
+    def is_failure(self) -> bool:
+        """Whether this error says the node (transport) failed, rather than answering our request.
+
+        Reverts, a too-large log range, bad params and other application answers (``nonce too low``,
+        ``already known``) are answers, not failures: they neither trip the breaker nor get retried.
+        """
+        if self.is_revert or self.is_range_too_large:
+            return False
+        if self.code in (-32603, -32700):  # internal error, parse error: the node is broken
+            return True
+        text = self.message.lower()
+        return self.code == -32005 or any(
+            hint in text
+            for hint in (
+                "rate limit",
+                "too many requests",
+                "timeout",
+                "timed out",
+                "unavailable",
+                "overload",
+                "capacity",
+                "header not found",
+            )
+        )
+
+    @property
     def is_range_too_large(self) -> bool:
         text = self.message.lower()
-        return self.code == -32005 or "range" in text and ("too large" in text or "exceed" in text or "limit" in text)
+        return self.code == -32005 or (
+            "range" in text and ("too large" in text or "exceed" in text or "limit" in text)
+        )
 
 
 class ChainIdMismatch(UpstreamError):
