@@ -111,7 +111,9 @@ class Metrics:
             registry=r,
         )
         self.job_timeouts = Counter(
-            "icy_backend_job_timeouts_total", "Background job runs cancelled by their timeout.", ("job_name",),
+            "icy_backend_job_timeouts_total",
+            "Background job runs cancelled by their timeout.",
+            ("job_name",),
             registry=r,
         )
         self.job_last_success = Gauge(
@@ -193,7 +195,9 @@ class Metrics:
         )
         # Build
         self.build_info = Gauge(
-            "icy_backend_build_info", "Always 1; the version label says what is running.", ("version",),
+            "icy_backend_build_info",
+            "Always 1; the version label says what is running.",
+            ("version",),
             registry=r,
         )
         self.build_info.labels(__version__).set(1)
