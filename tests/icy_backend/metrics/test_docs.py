@@ -1,0 +1,107 @@
+"""docs/metrics.md and the registry agree: every family's name, type, labels, buckets, and label values."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+from prometheus_client.metrics import MetricWrapperBase
+
+from icy_backend.metrics import Metrics, make_registry
+from icy_backend.metrics.business import LABEL_VALUES
+from icy_backend.metrics.families import PENDING_TRANSACTION_TYPES
+from icy_backend.metrics.middleware import KNOWN_METHODS, OTHER_METHOD
+from icy_backend.settings import BREAKER_SERVICES
+
+DOC = Path(__file__).resolve().parents[3] / "docs" / "metrics.md"
+COLLECTOR_PREFIXES = ("process_", "python_")
+
+Family = tuple[str, tuple[str, ...], tuple[float, ...]]  # type, labels, buckets
+
+
+def _section(text: str, title: str) -> list[list[str]]:
+    """The rows (cells) of the first table under ``## title``."""
+    body = text.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in body.splitlines() if line.startswith("|")]
+    return [[c.strip() for c in row.strip("|").split("|")] for row in rows[2:]]
+
+
+def _ticked(cell: str) -> list[str]:
+    return re.findall(r"`([^`]+)`", cell)
+
+
+def doc_families() -> dict[str, Family]:
+    families: dict[str, Family] = {}
+    for cells in _section(DOC.read_text(), "Families"):
+        (name,) = _ticked(cells[0])
+        buckets = tuple(float(b) for b in cells[3].split())
+        assert name not in families, f"{name} listed twice"
+        families[name] = (cells[1], tuple(_ticked(cells[2])), buckets)
+    return families
+
+
+def registry_families() -> dict[str, Family]:
+    metrics = Metrics(make_registry())
+    wrappers = [w for w in vars(metrics).values() if isinstance(w, MetricWrapperBase)]
+    families: dict[str, Family] = {}
+    for w in wrappers:
+        exposed = w._name + "_total" if w._type == "counter" else w._name
+        bounds = tuple(b for b in getattr(w, "_upper_bounds", ()) if not math.isinf(b))
+        families[exposed] = (w._type, tuple(w._labelnames), bounds)
+    # Nothing registered behind Metrics' back: collected families are exactly the wrappers' (+ collectors).
+    collected = {
+        f.name + "_total" if f.type == "counter" else f.name
+        for f in metrics.registry.collect()
+        if not f.name.startswith(COLLECTOR_PREFIXES)
+    }
+    assert collected == set(families)
+    return families
+
+
+def test_every_family_documented_as_registered() -> None:
+    doc, reg = doc_families(), registry_families()
+    assert sorted(doc) == sorted(reg), "family names differ"
+    for name, (kind, labels, buckets) in reg.items():
+        assert doc[name][0] == kind, f"{name}: type"
+        assert doc[name][1] == labels, f"{name}: labels"
+        assert doc[name][2] == buckets, f"{name}: buckets"
+
+
+def test_collector_families_mentioned() -> None:
+    text = DOC.read_text()
+    for prefix in ("process_*", "python_info", "python_gc_*"):
+        assert f"`{prefix}`" in text
+
+
+def _label_values() -> dict[tuple[str, str], set[str]]:
+    """(label, families cell) -> the backticked values listed for it."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for cells in _section(DOC.read_text(), "Allowed label values"):
+        (label,) = _ticked(cells[0])
+        out[(label, cells[1])] = set(_ticked(cells[2]))
+    return out
+
+
+def _values(label: str, families_cell_contains: str) -> set[str]:
+    rows = _label_values().items()
+    matches = [v for (lab, fam), v in rows if lab == label and families_cell_contains in fam]
+    assert len(matches) == 1, (label, families_cell_contains)
+    return matches[0]
+
+
+@pytest.mark.parametrize(("family", "label"), [(f, lab) for f, ls in LABEL_VALUES.items() for lab in ls])
+def test_business_label_values_documented(family: str, label: str) -> None:
+    documented = {
+        frozenset(v)
+        for (lab, fam), v in _label_values().items()
+        if lab == label and (family in fam or ("business families" in fam and "business_" in family))
+    }
+    assert documented == {LABEL_VALUES[family][label]}
+
+
+def test_code_defined_label_values_documented() -> None:
+    assert _values("api_name", "external API") == set(BREAKER_SERVICES)
+    assert _values("transaction_type", "pending") == set(PENDING_TRANSACTION_TYPES)
+    assert _values("method", "icy_backend_http_*") == {*KNOWN_METHODS, OTHER_METHOD}
