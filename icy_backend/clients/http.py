@@ -320,7 +320,7 @@ class Upstream:
             raise
         except UpstreamError:
             raise
-        except (KeyError, TypeError, ValueError, IndexError):
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError):
             raise InvalidResponse(self.service, f"{op}: unexpected body") from None
         self.endpoints.succeeded(index)
         return result
@@ -353,7 +353,7 @@ class Upstream:
             return parse(response)
         except UpstreamError:
             raise
-        except (KeyError, TypeError, ValueError, IndexError):
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError):
             raise InvalidResponse(self.service, "probe: unexpected body") from None
 
 

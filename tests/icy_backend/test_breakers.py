@@ -70,7 +70,8 @@ async def test_full_cycle(caplog: pytest.LogCaptureFixture) -> None:
     assert gauge(metrics) == 2
     assert transitions(metrics, "open") == 1
     retry_after = breakers.retry_after(SERVICE)
-    assert retry_after is not None and 0 < retry_after <= 0.2
+    assert retry_after is not None
+    assert 0 < retry_after <= 0.2
 
     # Open: rejected without running the body, with our own error and no purgatory traceback.
     ran = False
@@ -79,8 +80,10 @@ async def test_full_cycle(caplog: pytest.LogCaptureFixture) -> None:
             ran = True
     assert not ran
     assert info.value.service == SERVICE
-    assert info.value.__cause__ is None and info.value.__suppress_context__
-    assert info.value.retry_after is not None and info.value.retry_after > 0
+    assert info.value.__cause__ is None
+    assert info.value.__suppress_context__
+    assert info.value.retry_after is not None
+    assert info.value.retry_after > 0
 
     await anyio.sleep(0.25)
     assert breakers.state(SERVICE) == "half_open"
