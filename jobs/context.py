@@ -35,7 +35,7 @@ class JobContext:
         self.heartbeat()
 
     def set_metadata(self, key: str, value: Any) -> None:
-        """Small JSON-safe facts shown in the job status (counts, cursor heights; never addresses or amounts)."""
+        """Small JSON-safe facts for the job status (counts, cursor heights; never addresses or amounts)."""
         self.metadata[key] = value
 
     @property
