@@ -143,6 +143,8 @@ class Settings(BaseSettings):
     JOB_STALL_AFTER: float = 60.0
     JOB_FIRST_RUN_DELAY: float = 5.0
     SHUTDOWN_GRACE_SECONDS: float = Field(25.0, gt=0)
+    # After SIGTERM, keep serving (with /readyz 503) this long before closing the listener.
+    SHUTDOWN_DRAIN_DELAY_SECONDS: float = Field(0.0, ge=0, le=60)
 
     INDEX_BTC_TRANSACTION_UPTIME_WEBHOOK_URL: SecretStr | None = None
     INDEX_ICY_TRANSACTION_UPTIME_WEBHOOK_URL: SecretStr | None = None
@@ -215,9 +217,7 @@ class Settings(BaseSettings):
             return int(text)
         return value
 
-    @field_validator(
-        "BLOCKCHAIN_ICY_CONTRACT_ADDR", "BLOCKCHAIN_ICY_SWAP_CONTRACT_ADDR", mode="after"
-    )
+    @field_validator("BLOCKCHAIN_ICY_CONTRACT_ADDR", "BLOCKCHAIN_ICY_SWAP_CONTRACT_ADDR", mode="after")
     @classmethod
     def _evm_address(cls, value: str | None) -> str | None:
         if value is None or value == "":
@@ -395,10 +395,16 @@ def load_settings(environ: dict[str, str] | None = None, *, env_file: str | None
         raise SettingsError(errors)
     try:
         if environ is None:
-            return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
-        merged = {k: v for k, v in env.items() if k in Settings.model_fields}
-        merged.update(overrides)
-        return Settings(_env_file=env_file, **merged)  # type: ignore[call-arg]
+            return Settings(_env_file=env_file, **overrides)
+        # An explicit environment (tests, tools) is the whole truth: the process environment is not read.
+        values: dict[str, Any] = {}
+        if env_file and Path(env_file).is_file():
+            from dotenv import dotenv_values
+
+            values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+        values.update({k: v for k, v in env.items() if k in Settings.model_fields})
+        values.update(overrides)
+        return Settings.model_validate(values)
     except ValidationError as exc:
         lines = []
         for err in exc.errors(include_url=False, include_input=False):

@@ -132,9 +132,7 @@ def upgrade() -> None:
         *_ts(),
         sa.PrimaryKeyConstraint("id", name="pk_swap_requests"),
         sa.UniqueConstraint("icy_tx", name="uq_swap_requests_icy_tx"),
-        sa.CheckConstraint(
-            "status IN ('pending', 'sending', 'completed', 'failed')", name="ck_swap_requests_status"
-        ),
+        sa.CheckConstraint("status IN ('pending', 'sending', 'completed', 'failed')", name="ck_swap_requests_status"),
     )
     op.create_table(
         "indexer_cursors",
@@ -144,9 +142,7 @@ def upgrade() -> None:
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("name", name="pk_indexer_cursors"),
     )
-    op.create_index(
-        "ix_onchain_btc_processed_transactions_status", "onchain_btc_processed_transactions", ["status"]
-    )
+    op.create_index("ix_onchain_btc_processed_transactions_status", "onchain_btc_processed_transactions", ["status"])
     op.create_index("ix_swap_requests_status", "swap_requests", ["status"])
 
 

@@ -1,0 +1,108 @@
+"""``icy-backend`` command line: serve, migrate, simulate, check."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+
+from icy_backend.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("icy_backend.cli")
+
+
+def _settings_or_exit() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        print("icy-backend: invalid configuration:", file=sys.stderr)
+        for line in exc.lines:
+            print(f"  {line}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _configure_logging(settings: Settings) -> None:
+    from icy_backend.logs import configure_logging
+
+    configure_logging(settings.LOG_LEVEL, settings.log_format, settings.secret_values())
+
+
+def hypercorn_config(settings: Settings, path: Path) -> object:
+    """Load ``hypercorn.toml`` and apply ``HOST``/``PORT``."""
+    from hypercorn.config import Config
+
+    if path.is_file():
+        config = Config.from_toml(path)
+    else:
+        log.warning("hypercorn config %s not found; using hypercorn defaults", path.name)
+        config = Config()
+    host = f"[{settings.HOST}]" if ":" in settings.HOST else settings.HOST
+    config.bind = [f"{host}:{settings.PORT}"]
+    return config
+
+
+async def _serve(settings: Settings, config_path: Path) -> None:
+    from hypercorn.asyncio import serve
+
+    from icy_backend.app import create_app
+
+    app = create_app(settings)
+    config = hypercorn_config(settings, config_path)
+    lifecycle = app.state.lifecycle
+
+    async def shutdown_trigger() -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("received %s: draining", signal.Signals(signum).name)
+                break
+        # /readyz answers 503 from this moment; hypercorn then stops accepting and drains in-flight requests.
+        lifecycle.begin_drain()
+        if settings.SHUTDOWN_DRAIN_DELAY_SECONDS > 0:
+            await anyio.sleep(settings.SHUTDOWN_DRAIN_DELAY_SECONDS)
+
+    with warnings.catch_warnings():
+        # `workers = 0` in hypercorn.toml documents the single-process model; serve() is that model.
+        warnings.filterwarnings("ignore", message="The config `workers` has no affect")
+        await serve(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+
+
+async def _migrate(settings: Settings) -> None:
+    from icy_backend.db.engine import make_engine
+    from icy_backend.db.migrate import upgrade
+
+    engine = make_engine(settings)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="icy-backend", description="ICY <-> BTC swap backend")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve_p = sub.add_parser("serve", help="run the HTTP service under hypercorn")
+    serve_p.add_argument("--config", default="hypercorn.toml", help="hypercorn TOML file (default: %(default)s)")
+    sub.add_parser("migrate", help="apply database migrations")
+    args = parser.parse_args(argv)
+
+    settings = _settings_or_exit()
+    _configure_logging(settings)
+    if args.command == "serve":
+        anyio.run(_serve, settings, Path(args.config))
+        return 0
+    if args.command == "migrate":
+        anyio.run(_migrate, settings)
+        print("migrations applied")
+        return 0
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Pure-ASGI middleware: error envelope, body limit, API-key auth; the stack order lives in ``stack``."""
