@@ -46,9 +46,7 @@ def timeouts(metrics: Metrics, api: str, kind: str) -> float:
 
 
 def duration_count(metrics: Metrics, api: str, op: str, status: str) -> float:
-    return sample(
-        metrics, "icy_backend_external_api_duration_seconds_count", api_name=api, endpoint=op, status=status
-    )
+    return sample(metrics, "icy_backend_external_api_duration_seconds_count", api_name=api, endpoint=op, status=status)
 
 
 @pytest.fixture

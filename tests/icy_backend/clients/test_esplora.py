@@ -43,9 +43,7 @@ async def test_address_stats_and_utxos(sim: EsploraSim, esplora: EsploraClient, 
     assert stats.mempool_delta == 7_000
     utxos = await esplora.utxos(WALLET.address)
     confirmed = [u for u in utxos if u.confirmed]
-    assert [(u.txid, u.vout, u.value, u.block_height) for u in confirmed] == [
-        (txid, vout, 50_000, sim.height)
-    ]
+    assert [(u.txid, u.vout, u.value, u.block_height) for u in confirmed] == [(txid, vout, 50_000, sim.height)]
     assert [(u.value, u.block_height) for u in utxos if not u.confirmed] == [(7_000, None)]
     assert all(isinstance(u.value, int) for u in utxos)
     assert calls(metrics, API, "success") == 2
