@@ -119,9 +119,7 @@ class EsploraSim(EsploraChain):
         for tx in mempool + confirmed:
             for n, o in enumerate(tx.vout):
                 if o.address == address and (tx.txid, n) not in self.outspends:
-                    result.append(
-                        {"txid": tx.txid, "vout": n, "status": self.status_json(tx), "value": o.value}
-                    )
+                    result.append({"txid": tx.txid, "vout": n, "status": self.status_json(tx), "value": o.value})
         return result
 
     # ------------------------------------------------------------------ HTTP

@@ -130,11 +130,7 @@ class EsploraChain:
         prev = hashlib.sha256(b"faucet:%d" % self._nonce).digest()
         tx = Transaction(
             version=2,
-            vin=[
-                TransactionInput(
-                    prev, 0, script_sig=Script(b""), witness=Witness([b"\x00" * 72, b"\x02" * 33])
-                )
-            ],
+            vin=[TransactionInput(prev, 0, script_sig=Script(b""), witness=Witness([b"\x00" * 72, b"\x02" * 33]))],
             vout=[TransactionOutput(sats, script)],
         )
         faucet = Output(bytes(address_to_scriptpubkey(self._sink).data), sats + 500, self._sink, "v0_p2wpkh")
@@ -209,10 +205,7 @@ class EsploraChain:
         self._nonce += 1
         tx = Transaction(
             version=2,
-            vin=[
-                TransactionInput(bytes.fromhex(t), v, sequence=0xFFFFFFFD - self._nonce % 1000)
-                for t, v in inputs
-            ],
+            vin=[TransactionInput(bytes.fromhex(t), v, sequence=0xFFFFFFFD - self._nonce % 1000) for t, v in inputs],
             vout=[TransactionOutput(max(total - 1000, 0), address_to_scriptpubkey(self._sink))],
         )
         stored = self._store(tx, prevouts)
@@ -313,9 +306,7 @@ class EsploraChain:
             for inp, prev in zip(tx.vin, prevouts, strict=True)
         ]
         vout = [self._output(o) for o in tx.vout]
-        stored = StoredTx(
-            txid, raw, int(tx.version), int(tx.locktime), vin, vout, len(raw), _weight(tx), self._order
-        )
+        stored = StoredTx(txid, raw, int(tx.version), int(tx.locktime), vin, vout, len(raw), _weight(tx), self._order)
         stored.addresses = {o.address for o in vout if o.address} | {
             i.prevout.address for i in vin if i.prevout.address
         }

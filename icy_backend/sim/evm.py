@@ -244,9 +244,7 @@ class EvmSim(EvmChain):
         try:
             body = json.loads(await request.body())
         except ValueError:
-            return JSONResponse(
-                {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "parse error"}}
-            )
+            return JSONResponse({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "parse error"}})
         if isinstance(body, list):
             if not body:
                 error = {"code": -32600, "message": "empty batch"}
@@ -270,7 +268,5 @@ class EvmSim(EvmChain):
 
 def abi_gas(params: list[Any]) -> int:
     return (
-        150_000
-        if params and isinstance(params[0], dict) and params[0].get("data", params[0].get("input"))
-        else 21_000
+        150_000 if params and isinstance(params[0], dict) and params[0].get("data", params[0].get("input")) else 21_000
     )

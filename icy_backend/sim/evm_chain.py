@@ -259,9 +259,7 @@ class EvmChain:
             if from_block > to_block:
                 raise RpcError(-32602, "invalid block range params")
             if to_block - from_block + 1 > self.log_range_limit:
-                raise RpcError(
-                    -32005, f"block range too large: query exceeds max block range {self.log_range_limit}"
-                )
+                raise RpcError(-32005, f"block range too large: query exceeds max block range {self.log_range_limit}")
             start, end = from_block, min(to_block, self.head)
         addresses = flt.get("address")
         wanted = {norm(a) for a in ([addresses] if isinstance(addresses, str) else addresses or [])}

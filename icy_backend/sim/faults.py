@@ -139,9 +139,7 @@ async def send_json(send: Send, status: int, body: Any, headers: Headers | None 
     await send_bytes(send, status, data, b"application/json", headers)
 
 
-async def send_bytes(
-    send: Send, status: int, data: bytes, content_type: bytes, headers: Headers | None = None
-) -> None:
+async def send_bytes(send: Send, status: int, data: bytes, content_type: bytes, headers: Headers | None = None) -> None:
     hdrs = [(b"content-type", content_type), (b"content-length", str(len(data)).encode()), *(headers or [])]
     await send({"type": "http.response.start", "status": status, "headers": hdrs})
     await send({"type": "http.response.body", "body": data, "more_body": False})
@@ -214,9 +212,7 @@ class FaultInjector:
             return
         if fault.reset:
             # Start a response whose body never completes, then fail: a real server drops the connection.
-            await send(
-                {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"1000")]}
-            )
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"1000")]})
             await send({"type": "http.response.body", "body": b"{", "more_body": True})
             raise SimulatedConnectionReset()
         if fault.status is not None:

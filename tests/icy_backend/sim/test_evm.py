@@ -59,9 +59,7 @@ async def test_chain_basics(sim: EvmSim, client: httpx.AsyncClient) -> None:
     latest = await rpc(client, "eth_getBlockByNumber", "latest", False)
     assert latest["number"] == "0x5"
     assert int(latest["baseFeePerGas"], 16) > 0
-    assert int(latest["timestamp"], 16) > int(
-        (await rpc(client, "eth_getBlockByNumber", "0x4", True))["timestamp"], 16
-    )
+    assert int(latest["timestamp"], 16) > int((await rpc(client, "eth_getBlockByNumber", "0x4", True))["timestamp"], 16)
     assert await rpc(client, "eth_getBlockByNumber", "0x64", False) is None
     assert (await rpc_error(client, "eth_nope"))["code"] == -32601
 
@@ -114,16 +112,9 @@ async def test_transfer_and_swap_logs(sim: EvmSim, client: httpx.AsyncClient) ->
         {"address": sim.icy_address, "topics": [TRANSFER], "fromBlock": "0x1", "toBlock": "0x3"},
     )
     assert [entry["transactionHash"] for entry in all_transfers] == [mint_hash, tx_hash, swap_hash]
-    assert (
-        await rpc(
-            client, "eth_getLogs", {"address": sim.icy_address, "fromBlock": "0x4", "toBlock": "latest"}
-        )
-        == []
-    )
+    assert await rpc(client, "eth_getLogs", {"address": sim.icy_address, "fromBlock": "0x4", "toBlock": "latest"}) == []
 
-    swaps = await rpc(
-        client, "eth_getLogs", {"address": [sim.swap_address], "topics": [[SWAP]], "fromBlock": "0x0"}
-    )
+    swaps = await rpc(client, "eth_getLogs", {"address": [sim.swap_address], "topics": [[SWAP]], "fromBlock": "0x0"})
     assert len(swaps) == 1
     assert swaps[0]["topics"] == [SWAP]
     icy, btc_address, btc = decode(["uint256", "string", "uint256"], bytes.fromhex(swaps[0]["data"][2:]))
@@ -149,12 +140,7 @@ async def test_pending_transactions_have_no_receipt(sim: EvmSim, client: httpx.A
     assert r.status_code == 200
     assert (await client.post("/_sim/mine")).json() == {"block_number": 1}
     assert (
-        len(
-            await rpc(
-                client, "eth_getLogs", {"address": sim.swap_address, "fromBlock": "0x1", "toBlock": "0x1"}
-            )
-        )
-        == 1
+        len(await rpc(client, "eth_getLogs", {"address": sim.swap_address, "fromBlock": "0x1", "toBlock": "0x1"})) == 1
     )
     assert await rpc(client, "eth_getTransactionReceipt", tx_hash) is not None
 
@@ -188,9 +174,7 @@ async def test_eth_call_total_supply_and_balance(sim: EvmSim, client: httpx.Asyn
     supply = await rpc(client, "eth_call", {"to": sim.icy_address, "input": "0x18160ddd"}, "latest")
     assert int(supply, 16) == 7 * 10**18 + 10**30
     data = "0x70a08231" + encode(["address"], [BOB]).hex()
-    balance = await rpc(
-        client, "eth_call", {"from": "0x" + "00" * 20, "to": sim.icy_address, "data": data}, "latest"
-    )
+    balance = await rpc(client, "eth_call", {"from": "0x" + "00" * 20, "to": sim.icy_address, "data": data}, "latest")
     assert decode(["uint256"], bytes.fromhex(balance[2:]))[0] == 10**30
     reverted = await rpc_error(client, "eth_call", {"to": sim.icy_address, "data": "0xdeadbeef"}, "latest")
     assert reverted["code"] == 3
