@@ -1,0 +1,162 @@
+"""Uptime webhooks against a real loopback HTTP receiver: success, /fail, hanging receivers, no URL in logs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import pytest
+from anyio.abc import SocketAttribute, SocketStream
+
+from icy_backend.metrics import Metrics
+from jobs.context import JobContext
+from tests.jobs.conftest import fast_settings, job, make_runtime, running, sample, wait_for
+
+RUNS = "icy_backend_background_job_runs_total"
+TOKEN = "tok-5f3a9c-SECRET"
+
+
+class Receiver:
+    """A minimal HTTP/1.1 server on 127.0.0.1 that records request paths (and can hang instead of answering)."""
+
+    def __init__(self, *, hang: bool = False) -> None:
+        self.paths: list[str] = []
+        self.hang = hang
+        self.port = 0
+
+    async def handle(self, stream: SocketStream) -> None:
+        async with stream:
+            data = b""
+            try:
+                while b"\r\n\r\n" not in data:
+                    data += await stream.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                return
+            self.paths.append(data.split(b"\r\n", 1)[0].decode().split(" ")[1])
+            if self.hang:
+                await anyio.sleep(60)
+            await stream.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK")
+
+    def url(self, job_name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/ping/{TOKEN}-{job_name}"
+
+
+@asynccontextmanager
+async def serving(receiver: Receiver) -> AsyncIterator[Receiver]:
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    receiver.port = listener.extra(SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, receiver.handle)
+        try:
+            yield receiver
+        finally:
+            tg.cancel_scope.cancel()
+
+
+class SocketPinger:
+    """A test pinger speaking plain HTTP/1.1 GET over a TCP socket (the production one is WebhookClient)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def ping(self, url: str) -> bool:
+        self.calls += 1
+        rest = url.removeprefix("http://")
+        hostport, _, path = rest.partition("/")
+        host, _, port = hostport.partition(":")
+        try:
+            async with await anyio.connect_tcp(host, int(port)) as stream:
+                await stream.send(f"GET /{path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n".encode())
+                head = await stream.receive()
+        except OSError:
+            return False
+        return head.startswith(b"HTTP/1.1 2")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("fail_suffix", [True, False])
+async def test_success_pings_url_and_failure_pings_fail_when_enabled(metrics: Metrics, fail_suffix: bool) -> None:
+    async def ok(ctx: JobContext) -> None:
+        ctx.item_succeeded()
+
+    async def bad(ctx: JobContext) -> None:
+        ctx.item_failed("http_5xx")
+
+    settings = fast_settings(UPTIME_WEBHOOK_FAIL_SUFFIX="true" if fail_suffix else "false")
+    async with serving(Receiver()) as receiver:
+        definitions = [
+            job("ok", ok, interval=5, webhook_url=receiver.url("ok")),
+            job("bad", bad, interval=5, webhook_url=receiver.url("bad")),
+        ]
+        runtime = make_runtime(metrics, definitions, webhook=SocketPinger(), settings=settings)
+        async with running(runtime):
+            await wait_for(lambda: f"/ping/{TOKEN}-ok" in receiver.paths)
+            await wait_for(lambda: sample(metrics, RUNS, job_name="bad", status="failed") == 1)
+            if fail_suffix:
+                await wait_for(lambda: f"/ping/{TOKEN}-bad/fail" in receiver.paths)
+            else:
+                await anyio.sleep(0.2)
+        expected = {f"/ping/{TOKEN}-ok"} | ({f"/ping/{TOKEN}-bad/fail"} if fail_suffix else set())
+        assert set(receiver.paths) == expected
+
+
+@pytest.mark.anyio
+async def test_hanging_receiver_delays_neither_next_runs_nor_shutdown_beyond_grace(metrics: Metrics) -> None:
+    async def ok(ctx: JobContext) -> None:
+        ctx.heartbeat()
+
+    pinger = SocketPinger()
+    settings = fast_settings(SHUTDOWN_GRACE_SECONDS="0.5")
+    async with serving(Receiver(hang=True)) as receiver:
+        runtime = make_runtime(
+            metrics, [job("ok", ok, interval=0.05, webhook_url=receiver.url("ok"))], webhook=pinger, settings=settings
+        )
+        started = time.monotonic()
+        async with running(runtime):
+            # Runs keep their 50 ms cadence although every ping hangs.
+            await wait_for(lambda: sample(metrics, RUNS, job_name="ok", status="success") >= 6, timeout=1.5)
+            assert time.monotonic() - started < 1.5
+            assert len(receiver.paths) >= 3  # pings were sent and are hanging
+            shutdown_started = time.monotonic()
+        shutdown = time.monotonic() - shutdown_started
+    # Shutdown awaited the hanging pings, but only for the grace period (0.5 s), not their 10 s bound.
+    assert 0.3 <= shutdown < 2.0
+    assert sample(metrics, RUNS, job_name="ok", status="skipped") == 0
+
+
+@pytest.mark.anyio
+async def test_webhook_url_never_appears_in_logs_or_responses(
+    metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def ok(ctx: JobContext) -> None:
+        ctx.heartbeat()
+
+    async def boom(ctx: JobContext) -> None:
+        raise RuntimeError("upstream said no")
+
+    async def hangs(ctx: JobContext) -> None:
+        await anyio.sleep(10)
+
+    settings = fast_settings(UPTIME_WEBHOOK_FAIL_SUFFIX="true", SHUTDOWN_GRACE_SECONDS="0.2")
+    with caplog.at_level(logging.DEBUG):
+        async with serving(Receiver()) as receiver:
+            # Also a receiver that is down (connection refused) and one that hangs.
+            definitions = [
+                job("ok", ok, interval=0.05, webhook_url=receiver.url("ok")),
+                job("boom", boom, interval=0.05, webhook_url=receiver.url("boom")),
+                job("down", ok, interval=0.05, webhook_url=f"http://127.0.0.1:1/ping/{TOKEN}-down"),
+                job("slow", hangs, interval=0.05, timeout=0.1, stall_after=0.05, webhook_url=receiver.url("slow")),
+            ]
+            runtime = make_runtime(metrics, definitions, webhook=SocketPinger(), settings=settings)
+            async with running(runtime):
+                await wait_for(lambda: sample(metrics, RUNS, job_name="slow", status="timeout") >= 2)
+                await wait_for(lambda: f"/ping/{TOKEN}-boom/fail" in receiver.paths)
+                report = runtime.report()
+    assert f"/ping/{TOKEN}-slow/fail" in receiver.paths
+    assert TOKEN not in repr(definitions)
+    assert TOKEN not in str(report)
+    assert any("down" in r.getMessage() for r in caplog.records)  # the refused ping was logged, without URL
+    assert not [r.getMessage() for r in caplog.records if TOKEN in r.getMessage() or "127.0.0.1:" in r.getMessage()]
