@@ -10,21 +10,31 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
+import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from checks.service import build_health
+from icy_backend.breakers import Breakers
+from icy_backend.clients.factory import open_clients
 from icy_backend.db.engine import make_engine
 from icy_backend.db.migrate import upgrade
+from icy_backend.domain.oracle import OracleService
+from icy_backend.domain.wallet import check_wallet_matches_treasury
 from icy_backend.http.responses import ApiError, envelope
+from icy_backend.job_bodies import build_job_bodies
 from icy_backend.lifecycle import Lifecycle
 from icy_backend.metrics import Metrics, make_registry
 from icy_backend.metrics.endpoint import metrics_route
 from icy_backend.middleware.stack import middleware_stack
-from icy_backend.routes import liveness
+from icy_backend.routes import health, jobs_health, liveness, transactions
 from icy_backend.settings import Settings
+from jobs.definitions import build_job_definitions
+from jobs.runtime import JobRuntime
 
 log = logging.getLogger("icy_backend.app")
 
@@ -48,35 +58,45 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 
 def app_routes(metrics: Metrics, settings: Settings) -> list[BaseRoute]:
     token = settings.METRICS_TOKEN.get_secret_value() if settings.METRICS_TOKEN else None
-    return [*liveness.routes, metrics_route(metrics, token)]
+    return [
+        *liveness.routes,
+        *health.routes,
+        *jobs_health.routes,
+        metrics_route(metrics, token),
+        *transactions.routes,
+    ]
 
 
-def create_app(settings: Settings, *, metrics: Metrics | None = None) -> Starlette:
-    """Build the ASGI app. Components are created in the lifespan and handed to routes via ``request.state``."""
+def create_app(
+    settings: Settings,
+    *,
+    metrics: Metrics | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    run_jobs: bool = True,
+) -> Starlette:
+    """Build the ASGI app. Components are created in the lifespan and handed to routes via ``request.state``.
+
+    ``transport`` points every outbound client at one ASGI app (tests hand in the simulators); ``run_jobs=False``
+    leaves the scheduler out (tests that drive jobs themselves).
+    """
     metrics = metrics or Metrics(make_registry())
     lifecycle = Lifecycle()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        engine = make_engine(settings)
-        try:
-            if settings.APP_ENV in ("local", "test"):
-                await upgrade(engine)
-            state: dict[str, Any] = {
-                "settings": settings,
-                "metrics": metrics,
-                "lifecycle": lifecycle,
-                "engine": engine,
-            }
+        async with contextlib.AsyncExitStack() as stack:
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            # Whatever happens below, background tasks are cancelled before the resources they use are closed.
+            stack.callback(tg.cancel_scope.cancel)
+            state = await _start(settings, metrics, lifecycle, stack, tg, transport, run_jobs)
             lifecycle.mark_started()
-            log.info("icy-backend started (env=%s)", settings.APP_ENV)
+            log.info("icy-backend started (env=%s, role=%s)", state["settings"].APP_ENV, state["jobs"].role)
             try:
                 yield state
             finally:
                 lifecycle.begin_drain()
-        finally:
-            await engine.dispose()
-            log.info("icy-backend stopped")
+                log.info("icy-backend stopping")
+        log.info("icy-backend stopped")
 
     app = Starlette(
         routes=app_routes(metrics, settings),
@@ -88,3 +108,54 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> Starlet
     app.state.metrics = metrics
     app.state.settings = settings
     return app
+
+
+async def _start(
+    settings: Settings,
+    metrics: Metrics,
+    lifecycle: Lifecycle,
+    stack: contextlib.AsyncExitStack,
+    tg: anyio.abc.TaskGroup,
+    transport: httpx.AsyncBaseTransport | None,
+    run_jobs: bool,
+) -> dict[str, Any]:
+    sandbox = None
+    sim_base_url = None
+    if transport is None and settings.sandbox_enabled:
+        from icy_backend.sandbox import SANDBOX_BASE_URL, Sandbox
+
+        sandbox = Sandbox(settings)
+        settings = sandbox.settings
+        transport, sim_base_url = sandbox.transport, SANDBOX_BASE_URL
+        await tg.start(sandbox.run)
+    check_wallet_matches_treasury(settings)
+
+    engine = make_engine(settings)
+    stack.push_async_callback(engine.dispose)
+    if settings.APP_ENV in ("local", "test"):
+        with anyio.fail_after(settings.DB_CONNECT_TIMEOUT_SECONDS * 3 + 10):
+            await upgrade(engine)
+    if sandbox is not None:
+        await sandbox.seed_database(engine)
+
+    breakers = Breakers(settings, metrics)
+    clients = await stack.enter_async_context(
+        open_clients(settings, metrics, breakers, transport=transport, sim_base_url=sim_base_url)
+    )
+    oracle = OracleService(settings, metrics, engine, clients)
+    health_service = build_health(settings, metrics, lifecycle, engine, clients, breakers)
+    bodies = build_job_bodies(settings, metrics, engine, clients, oracle) if run_jobs else {}
+    runtime = JobRuntime(settings, metrics, engine, lifecycle, clients.webhook, build_job_definitions(settings, bodies))
+    await tg.start(runtime.run)
+    return {
+        "settings": settings,
+        "metrics": metrics,
+        "lifecycle": lifecycle,
+        "engine": engine,
+        "breakers": breakers,
+        "clients": clients,
+        "health": health_service,
+        "oracle": oracle,
+        "jobs": runtime,
+        "sandbox": sandbox,
+    }

@@ -1,0 +1,20 @@
+"""The five job bodies of SPEC §8, built from the app's parts (the scheduler runs them)."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from icy_backend.clients.factory import Clients
+from icy_backend.domain.oracle import OracleService
+from icy_backend.metrics.families import Metrics
+from icy_backend.settings import Settings
+from jobs.definition import JobBody
+from jobs.payouts import make_payout_job
+
+
+def build_job_bodies(
+    settings: Settings, metrics: Metrics, engine: AsyncEngine, clients: Clients, oracle: OracleService
+) -> dict[str, JobBody]:
+    return {
+        "btc_pending_transaction_processing": make_payout_job(engine, clients, settings, metrics),
+    }
