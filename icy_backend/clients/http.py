@@ -48,6 +48,11 @@ from icy_backend.clients.errors import (
 from icy_backend.metrics.families import Metrics
 
 log = logging.getLogger("icy_backend.clients")
+# httpx logs every request with its full URL at INFO ("HTTP Request: GET https://…?apikey=…"): RPC keys and
+# webhook tokens live in URLs, so keep httpx/httpcore at WARNING whatever the root level is.
+for _name in ("httpx", "httpcore"):
+    if logging.getLogger(_name).level < logging.WARNING:
+        logging.getLogger(_name).setLevel(logging.WARNING)
 
 T = TypeVar("T")
 
@@ -81,9 +86,7 @@ class Endpoints:
         return usable or cyclic
 
     def failed(self, index: int, for_seconds: float | None = None) -> None:
-        self._failed_until[index] = time.monotonic() + (
-            self.set_aside if for_seconds is None else for_seconds
-        )
+        self._failed_until[index] = time.monotonic() + (self.set_aside if for_seconds is None else for_seconds)
 
     def succeeded(self, index: int) -> None:
         self._failed_until.pop(index, None)
@@ -179,9 +182,7 @@ class Upstream:
         self.metrics = metrics
         self.deadline = deadline
         self._calls = {s: metrics.external_calls.labels(service, s) for s in _STATUSES}
-        self._timeouts = {
-            k: metrics.external_timeouts.labels(service, k) for k in ("connect", "read", "deadline")
-        }
+        self._timeouts = {k: metrics.external_timeouts.labels(service, k) for k in ("connect", "read", "deadline")}
         self._durations: dict[tuple[str, str], Any] = {}
 
     # ---- the call pipeline -----------------------------------------------------------------------------
@@ -229,9 +230,7 @@ class Upstream:
         self._calls[status].inc()
         child = self._durations.get((op, status))
         if child is None:
-            child = self._durations[(op, status)] = self.metrics.external_duration.labels(
-                self.service, op, status
-            )
+            child = self._durations[(op, status)] = self.metrics.external_duration.labels(self.service, op, status)
         child.observe(seconds)
 
     async def _attempts(
