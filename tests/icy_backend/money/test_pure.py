@@ -104,9 +104,7 @@ def test_bech32m_v0_program_is_refused() -> None:
 def _independent_digest(
     chain_id: int, contract: str, icy: int, btc_address: str, sats: int, nonce: int, deadline: int
 ) -> bytes:
-    domain_type = keccak(
-        text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
-    )
+    domain_type = keccak(text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
     separator = keccak(
         encode(
             ["bytes32", "bytes32", "bytes32", "uint256", "address"],
@@ -133,9 +131,7 @@ def test_signature_matches_independent_eip712_and_recovers() -> None:
     assert len(auth.signature) == 130
     assert not auth.signature.startswith("0x")
     assert int(auth.signature[-2:], 16) in (27, 28)
-    digest = _independent_digest(
-        84532, SWAP_CONTRACT, 5 * 10**18, btc_address, 12_345, auth.nonce, auth.deadline
-    )
+    digest = _independent_digest(84532, SWAP_CONTRACT, 5 * 10**18, btc_address, 12_345, auth.nonce, auth.deadline)
     assert signer.digest(5 * 10**18, btc_address, 12_345, auth.nonce, auth.deadline) == digest
     recovered = Account._recover_hash(digest, signature=auth.signature_bytes)
     assert recovered == Account.from_key(SIGNER_KEY).address == signer.address

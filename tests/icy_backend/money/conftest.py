@@ -1,0 +1,169 @@
+"""Fixtures for the money tests: a private PostgreSQL database, simulators and real clients wired to them.
+
+Others use the shared ``test`` database concurrently, so this package creates its own database
+(``icy_money_<random>``) over an autocommit connection, migrates it once and drops it at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from embit import ec
+from embit.networks import NETWORKS
+from embit.script import p2wpkh
+from sqlalchemy import insert, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from icy_backend.breakers import Breakers
+from icy_backend.clients.esplora import EsploraClient
+from icy_backend.clients.prices import PriceClient
+from icy_backend.db.migrate import upgrade
+from icy_backend.db.tables import ALL_TABLES, onchain_btc_processed_transactions
+from icy_backend.domain.wallet import wallet_from_wif
+from icy_backend.metrics.families import Metrics
+from icy_backend.metrics.registry import make_registry
+from icy_backend.settings import Settings
+from icy_backend.sim.esplora import EsploraSim
+from icy_backend.sim.prices import PriceSim
+
+ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+WIF = ec.PrivateKey(hashlib.sha256(b"money tests payout wallet").digest()).wif(NETWORKS["test"])
+SIGNER_KEY = "0x" + hashlib.sha256(b"money tests swap signer").hexdigest()
+
+
+def recipient(n: int, network: str = "test") -> str:
+    key = ec.PrivateKey(hashlib.sha256(b"recipient %d" % n).digest())
+    return str(p2wpkh(key.get_public_key()).address(NETWORKS[network]))
+
+
+async def _admin(sql: str) -> None:
+    engine = create_async_engine(ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"timeout": 3})
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(sql))
+    finally:
+        await engine.dispose()
+
+
+async def _migrate(url: str) -> None:
+    engine = create_async_engine(url)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def money_db_url() -> Iterator[str]:
+    name = f"icy_money_test_{uuid.uuid4().hex[:10]}"
+    try:
+        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"PostgreSQL unreachable: {type(exc).__name__}")
+    url = re.sub(r"/[^/]*$", f"/{name}", ADMIN_URL)
+    try:
+        asyncio.run(_migrate(url))
+        yield url
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def engine(money_db_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = create_async_engine(money_db_url, pool_size=5, max_overflow=10)
+    names = ", ".join(t.name for t in ALL_TABLES)
+    async with eng.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY"))
+    yield eng
+    await eng.dispose()
+
+
+def make_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "APP_ENV": "test",
+        "BTC_NETWORK": "testnet",
+        "BTC_WALLET_WIF": WIF,
+        "BTC_MAX_TX_FEE_USD": Decimal("5"),
+        "BLOCKCHAIN_SWAP_SIGNER_PRIVATE_KEY": SIGNER_KEY,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@dataclass
+class BtcWorld:
+    """The Esplora and price simulators, clients wired to them, settings and metrics."""
+
+    esplora_sim: EsploraSim
+    price_sim: PriceSim
+    settings: Settings
+    metrics: Metrics
+    breakers: Breakers
+    http: list[httpx.AsyncClient]
+
+    @property
+    def wallet_address(self) -> str:
+        return wallet_from_wif(WIF, "testnet").address
+
+    def esplora(self, deadline: float = 1.0) -> EsploraClient:
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.esplora_sim.app))
+        self.http.append(http)
+        return EsploraClient(http, ["http://esplora"], self.breakers, self.metrics, deadline=deadline)
+
+    def prices(self) -> PriceClient:
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.price_sim.app))
+        self.http.append(http)
+        return PriceClient(http, "http://coingecko", self.breakers, self.metrics, deadline=1.0)
+
+    def fund(self, *values: int) -> None:
+        for value in values:
+            self.esplora_sim.fund(self.wallet_address, value)
+
+    def paid_to(self, address: str) -> list[dict[str, Any]]:
+        return [p for p in self.esplora_sim.payments() if p["address"] == address]
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[BtcWorld]:
+    settings = make_settings()
+    metrics = Metrics(make_registry())
+    w = BtcWorld(EsploraSim("testnet"), PriceSim(60000.0), settings, metrics, Breakers(settings, metrics), [])
+    yield w
+    for http in w.http:
+        await http.aclose()
+
+
+async def add_payout(engine: AsyncEngine, n: int, address: str, total: int, *, service_fee: int = 3000) -> int:
+    """Insert a pending payout row as the swap indexer would; returns its id."""
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            insert(onchain_btc_processed_transactions).values(
+                swap_transaction_hash="0x" + hashlib.sha256(b"swap %d" % n).hexdigest(),
+                btc_address=address,
+                subtotal=total + service_fee,
+                service_fee=service_fee,
+                total=total,
+                status="pending",
+                attempts=0,
+            )
+        )
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+
+async def payout_row(engine: AsyncEngine, row_id: int) -> dict[str, Any]:
+    T = onchain_btc_processed_transactions
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(T).where(T.c.id == row_id))).mappings().one()
+    return dict(row)
