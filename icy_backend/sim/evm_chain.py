@@ -206,6 +206,11 @@ class EvmChain:
             self.mine_block()
         return self.head
 
+    def transfer_in(self, tx: EvmTx, frm: str, to: str, amount: int) -> None:
+        """Move ICY as part of ``tx`` and append its Transfer log."""
+        self._move(frm, to, amount)
+        self._transfer_log(tx, frm, to, amount)
+
     # ------------------------------------------------------------------ internals
 
     def _move(self, frm: str, to: str, amount: int) -> None:
