@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 from starlette.requests import Request
 from starlette.routing import Route
@@ -13,6 +14,7 @@ from icy_backend.http.body import read_json
 from icy_backend.http.responses import envelope
 from icy_backend.middleware.auth import is_open
 from icy_backend.settings import load_settings
+from icy_backend.sim.combined import Simulators
 from tests.asgi import client_for
 from tests.icy_backend.foundation.test_settings import PROD_ENV
 
@@ -56,7 +58,8 @@ def _app_with_test_routes(tmp_path: Path, **env: str):  # type: ignore[no-untype
     async def boom(request: Request):  # type: ignore[no-untyped-def]
         raise RuntimeError("SELECT * FROM secrets WHERE host='db.internal' -- stack detail")
 
-    app = create_app(_settings(tmp_path, **env))
+    # Outbound clients talk to the in-process simulators; no job runs: these tests are about HTTP only.
+    app = create_app(_settings(tmp_path, **env), transport=httpx.ASGITransport(app=Simulators().app), run_jobs=False)
     app.router.routes.extend([Route("/t/echo", echo, methods=["POST"]), Route("/t/boom", boom)])
     return app
 

@@ -12,8 +12,9 @@ from icy_backend.settings import SettingsError, load_settings, merge_endpoints, 
 PROD_ENV = {
     "APP_ENV": "prod",
     "API_KEY": "k" * 16,
-    "BTC_WALLET_WIF": "cVt4o7BGAig1UXywgGSmARhxMdzP5qvQsxKkSsc1XEkw3tDTQFpy",
-    "BLOCKCHAIN_BTC_TREASURY_ADDRESS": "bc1qexample",
+    # A throwaway mainnet key (sha256 of a test phrase) and its P2WPKH address: never fund it.
+    "BTC_WALLET_WIF": "L1sbGZmMNg9uYwTvBnxBXMdGz3sjdwkj43pdDhWiUL9gGFMVN7jn",
+    "BLOCKCHAIN_BTC_TREASURY_ADDRESS": "bc1quanz2nkpcneq2rldlpca8wnq0ty37h5hyxnq2n",
     "BLOCKCHAIN_ICY_CONTRACT_ADDR": "0x" + "11" * 20,
     "BLOCKCHAIN_ICY_SWAP_CONTRACT_ADDR": "0x" + "22" * 20,
     "BLOCKCHAIN_SWAP_SIGNER_PRIVATE_KEY": "0x" + "33" * 32,
