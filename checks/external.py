@@ -82,9 +82,7 @@ def chain_validator(expected_chain_id: int) -> Validate:
         metadata["chain_id"] = chain_id
         metadata["block_number"] = block_number
         if chain_id != expected_chain_id:
-            log.warning(
-                "health check base_rpc: node serves chain %s, expected %s", chain_id, expected_chain_id
-            )
+            log.warning("health check base_rpc: node serves chain %s, expected %s", chain_id, expected_chain_id)
             return Outcome("unhealthy", "chain_id_mismatch")
         return HEALTHY
 

@@ -13,9 +13,7 @@ log = logging.getLogger("checks")
 
 # scheme://[userinfo@]host[:port][/path][?query][#fragment] → scheme://host[:port]/… (paths can hold API keys,
 # e.g. RPC providers' /v2/<key>; userinfo and query strings hold credentials).
-_URL = re.compile(
-    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^\s/@'\"]*@)?(?P<host>[^\s/?#'\"]*)(?P<rest>[^\s'\"]*)"
-)
+_URL = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^\s/@'\"]*@)?(?P<host>[^\s/?#'\"]*)(?P<rest>[^\s'\"]*)")
 
 
 def strip_urls(text: str) -> str:

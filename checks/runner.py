@@ -90,9 +90,7 @@ class Runner:
         self._metrics.health_duration.labels(result.name).observe(elapsed)
         self._metrics.health_checks.labels(result.name, result.status).inc()
 
-    async def run_all(
-        self, checks: Sequence[Check], deadline: float, run: RunFn | None = None
-    ) -> list[CheckResult]:
+    async def run_all(self, checks: Sequence[Check], deadline: float, run: RunFn | None = None) -> list[CheckResult]:
         """Run ``checks`` concurrently in one task group; everything is over ``deadline`` seconds from now.
 
         ``run`` defaults to :meth:`run` (a cache's ``get`` bound to this runner can be given instead).
