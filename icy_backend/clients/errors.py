@@ -128,9 +128,7 @@ class JsonRpcError(UpstreamError):
     @property
     def is_range_too_large(self) -> bool:
         text = self.message.lower()
-        return self.code == -32005 or (
-            "range" in text and ("too large" in text or "exceed" in text or "limit" in text)
-        )
+        return self.code == -32005 or ("range" in text and ("too large" in text or "exceed" in text or "limit" in text))
 
 
 class ChainIdMismatch(UpstreamError):

@@ -253,9 +253,7 @@ class EsploraClient:
 
     async def tip_height(self) -> int:
         op = "tip_height"
-        return await self.upstream.call(
-            op, Request("GET", "/blocks/tip/height"), lambda r: _text_int(SERVICE, op, r)
-        )
+        return await self.upstream.call(op, Request("GET", "/blocks/tip/height"), lambda r: _text_int(SERVICE, op, r))
 
     async def broadcast(self, raw_hex: str) -> str:
         """POST the raw transaction; returns the txid. Never retried; 400 → :class:`BroadcastRejected`."""

@@ -205,8 +205,7 @@ class EvmRpcClient:
             return []
         ids = [next(self._ids) for _ in calls]
         body = [
-            {"jsonrpc": "2.0", "id": i, "method": m, "params": list(p)}
-            for i, (m, p) in zip(ids, calls, strict=True)
+            {"jsonrpc": "2.0", "id": i, "method": m, "params": list(p)} for i, (m, p) in zip(ids, calls, strict=True)
         ]
 
         def parse(r: httpx.Response) -> list[Any]:
@@ -262,9 +261,7 @@ class EvmRpcClient:
     async def transaction_by_hash(self, tx_hash: str) -> Transaction | None:
         return await self._request("eth_getTransactionByHash", [tx_hash], _optional(parse_transaction))
 
-    async def block_by_number(
-        self, block: BlockTag = "latest", full_transactions: bool = False
-    ) -> Block | None:
+    async def block_by_number(self, block: BlockTag = "latest", full_transactions: bool = False) -> Block | None:
         params = [block_tag(block), full_transactions]
         return await self._request("eth_getBlockByNumber", params, _optional(parse_block))
 

@@ -44,9 +44,7 @@ class MochiPayClient:
     async def circulated_icy(self) -> int:
         """Circulating ICY in wei."""
         op = "circulated_icy"
-        return await self.upstream.call(
-            op, _CIRCULATED, lambda r: parse_circulated(response_json(SERVICE, op, r))
-        )
+        return await self.upstream.call(op, _CIRCULATED, lambda r: parse_circulated(response_json(SERVICE, op, r)))
 
     async def probe(self) -> int:
         """One direct request: no breaker, retry or metrics."""

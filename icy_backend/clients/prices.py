@@ -73,9 +73,7 @@ class PriceClient:
             price = self._fresh()
             if price is not None:
                 return price
-            price = await self.upstream.call(
-                "btc_usd", _PRICE, lambda r: parse_btc_usd(_decimal_json("btc_usd", r))
-            )
+            price = await self.upstream.call("btc_usd", _PRICE, lambda r: parse_btc_usd(_decimal_json("btc_usd", r)))
             self._cached = (time.monotonic(), price)
             return price
 

@@ -19,9 +19,7 @@ WEBHOOK_DEADLINE = 10.0
 class WebhookClient:
     """``await ping(url)`` → whether the webhook answered 2xx within 10 s. The URL is a secret."""
 
-    def __init__(
-        self, http: httpx.AsyncClient, metrics: Metrics, *, deadline: float = WEBHOOK_DEADLINE
-    ) -> None:
+    def __init__(self, http: httpx.AsyncClient, metrics: Metrics, *, deadline: float = WEBHOOK_DEADLINE) -> None:
         self.http = http
         self.metrics = metrics
         self.deadline = deadline
