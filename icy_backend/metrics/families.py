@@ -5,6 +5,8 @@ Label values never come from user input: see ``docs/metrics.md`` for the allowed
 
 from __future__ import annotations
 
+from functools import partial
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from icy_backend import __version__
@@ -16,6 +18,8 @@ EXTERNAL_DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 1
 JOB_DURATION_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0)
 BUSINESS_DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 HEALTH_DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+
+HTTP_METHOD_LABELS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER")
 
 BREAKER_STATE_VALUE = {"closed": 0, "half_open": 1, "open": 2}
 PENDING_TRANSACTION_TYPES = ("btc_payout", "swap_request")
@@ -54,6 +58,11 @@ class Metrics:
             ("method",),
             registry=r,
         )
+        # The HTTP middleware keeps in-flight counts as plain ints (changed only on the event loop thread) and
+        # the gauge reads them at scrape time: two locked gauge updates per request cost more than the rest.
+        self.http_in_flight_counts: dict[str, int] = {m: 0 for m in HTTP_METHOD_LABELS}
+        for method in HTTP_METHOD_LABELS:
+            self.http_in_flight.labels(method).set_function(partial(self.http_in_flight_counts.__getitem__, method))
         # External APIs and breakers
         self.external_duration = Histogram(
             "icy_backend_external_api_duration_seconds",

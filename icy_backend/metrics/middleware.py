@@ -22,15 +22,15 @@ from __future__ import annotations
 from time import perf_counter
 from typing import Any, Final
 
-from prometheus_client.metrics import Counter, Gauge, Histogram
+from prometheus_client.metrics import Counter, Histogram
 from starlette.routing import BaseRoute, Host, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from icy_backend.metrics.families import Metrics
+from icy_backend.metrics.families import HTTP_METHOD_LABELS, Metrics
 
 UNMATCHED: Final = "<unmatched>"
 OTHER_METHOD: Final = "OTHER"
-KNOWN_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+KNOWN_METHODS: Final = HTTP_METHOD_LABELS[:-1]
 DEFAULT_MAX_CACHED: Final = 10_000
 
 _METHOD_LABEL: Final[dict[str, str]] = {m: m for m in KNOWN_METHODS}
@@ -67,9 +67,7 @@ class HttpMetricsMiddleware:
         # Labelled children resolved once per (method, template, status): .labels() costs a lock and a tuple
         # build, a dict hit costs nothing. Bounded; past the bound children are resolved per request.
         self._children: dict[tuple[str, str, int], _Children] = {}
-        self._in_flight: dict[str, Gauge] = {
-            m: metrics.http_in_flight.labels(m) for m in (*KNOWN_METHODS, OTHER_METHOD)
-        }
+        self._in_flight = metrics.http_in_flight_counts  # read by the gauge at scrape time
         # Route templates of the router last seen (the app's top router; one per app in practice).
         self._router: object = None
         self._templates: dict[int, tuple[BaseRoute, str]] = {}
@@ -79,7 +77,7 @@ class HttpMetricsMiddleware:
             await self.app(scope, receive, send)
             return
         method = _METHOD_LABEL.get(scope["method"], OTHER_METHOD)
-        in_flight = self._in_flight[method]
+        in_flight = self._in_flight
         status = 500
         size = 0
 
@@ -91,7 +89,7 @@ class HttpMetricsMiddleware:
                 status = message["status"]
             await send(message)
 
-        in_flight.inc()
+        in_flight[method] += 1
         start = perf_counter()
         try:
             await self.app(scope, receive, send_wrapper)
@@ -100,7 +98,7 @@ class HttpMetricsMiddleware:
             raise
         finally:
             duration = perf_counter() - start
-            in_flight.dec()
+            in_flight[method] -= 1
             requests, durations, sizes = self._resolve(method, self._template(scope), status)
             requests.inc()
             durations.observe(duration)
