@@ -11,7 +11,9 @@ import asyncio
 import os
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -23,9 +25,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from icy_backend.breakers import Breakers
+from icy_backend.clients.factory import Clients, open_clients
 from icy_backend.db.migrate import upgrade
 from icy_backend.db.tables import ALL_TABLES
 from icy_backend.http.responses import ApiError
+from icy_backend.metrics import Metrics, make_registry
+from icy_backend.settings import Settings, load_settings
+from icy_backend.sim.combined import Simulators
 
 ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 
@@ -102,3 +109,57 @@ def make_app(routes: list[BaseRoute], state: dict[str, Any]) -> WithState:
 
 def client_for(app: Any) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+class Counter:
+    """Counts requests reaching an ASGI app by first path segment (``/evm``, ``/esplora``, ...)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.counts: dict[str, int] = {}
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            prefix = "/" + scope["path"].strip("/").split("/")[0]
+            self.counts[prefix] = self.counts.get(prefix, 0) + 1
+        await self.app(scope, receive, send)
+
+    def reset(self) -> None:
+        self.counts.clear()
+
+
+@dataclass
+class SimEnv:
+    sims: Simulators
+    settings: Settings
+    metrics: Metrics
+    clients: Clients
+    counter: Counter
+
+
+def sim_settings(sims: Simulators, **overrides: str) -> Settings:
+    env = {k: v for k, v in sims.env_lines("http://sim").items() if k != "DEMO_LOCKED_TREASURY_ADDRESS"}
+    env.update({"APP_ENV": "test", "SANDBOX": "off"})
+    env.update(overrides)
+    return load_settings(env, env_file=None)
+
+
+@asynccontextmanager
+async def sim_env(sims: Simulators | None = None, **overrides: str) -> AsyncIterator[SimEnv]:
+    """Seeded simulators, settings pointing at them, metrics and real clients (ASGI transport)."""
+    if sims is None:
+        sims = Simulators()
+        sims.seed_demo()
+    settings = sim_settings(sims, **overrides)
+    metrics = Metrics(make_registry())
+    counter = Counter(sims.app)
+    transport = httpx.ASGITransport(app=counter)
+    async with open_clients(
+        settings, metrics, Breakers(settings, metrics), transport=transport, sim_base_url="http://sim"
+    ) as clients:
+        yield SimEnv(sims, settings, metrics, clients, counter)
+
+
+def metric(metrics: Metrics, name: str, labels: dict[str, str] | None = None) -> float:
+    value = metrics.registry.get_sample_value(name, labels or {})
+    return 0.0 if value is None else float(value)
