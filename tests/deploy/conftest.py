@@ -50,9 +50,7 @@ def _apt_install_prometheus() -> str:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     log = []
     for command in ([apt, "update"], [apt, "install", "-y", "--no-install-recommends", "prometheus"]):
-        done = subprocess.run(
-            [*prefix, *command], capture_output=True, text=True, env=env, timeout=900, check=False
-        )
+        done = subprocess.run([*prefix, *command], capture_output=True, text=True, env=env, timeout=900, check=False)
         log.append(done.stdout[-2000:] + done.stderr[-2000:])
         if done.returncode != 0:
             break

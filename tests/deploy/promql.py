@@ -9,9 +9,7 @@ import re
 
 # Our families and prometheus-client's process/platform/GC collectors. `up`, functions, keywords and label
 # names never match these prefixes, so they are ignored by construction.
-_NAME = re.compile(
-    r"(?<![A-Za-z0-9_:$])((?:icy_backend|process|python)_[A-Za-z0-9_:]*[A-Za-z0-9_])(?![A-Za-z0-9_:])"
-)
+_NAME = re.compile(r"(?<![A-Za-z0-9_:$])((?:icy_backend|process|python)_[A-Za-z0-9_:]*[A-Za-z0-9_])(?![A-Za-z0-9_:])")
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
 _BRACES = re.compile(r"\{[^{}]*\}")
 _TEMPLATE_VAR = re.compile(r"\$\{[^}]*\}|\$[A-Za-z_][A-Za-z0-9_]*")

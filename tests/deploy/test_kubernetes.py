@@ -166,9 +166,7 @@ def test_service_monitor_scrapes_metrics_with_bearer_token(manifests: dict[str, 
     assert endpoint["path"] == "/metrics"
     assert endpoint["port"] in {port["name"] for port in service["spec"]["ports"]}
     credentials = endpoint["authorization"]["credentials"]
-    secret_volume = next(
-        v for v in manifests["Deployment"]["spec"]["template"]["spec"]["volumes"] if "secret" in v
-    )
+    secret_volume = next(v for v in manifests["Deployment"]["spec"]["template"]["spec"]["volumes"] if "secret" in v)
     assert credentials == {"name": secret_volume["secret"]["secretName"], "key": "METRICS_TOKEN"}
     annotations = manifests["Deployment"]["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
