@@ -89,10 +89,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_p = sub.add_parser("serve", help="run the HTTP service under hypercorn")
     serve_p.add_argument("--config", default="hypercorn.toml", help="hypercorn TOML file (default: %(default)s)")
     sub.add_parser("migrate", help="apply database migrations")
+    sim_p = sub.add_parser("simulate", help="serve the chain simulators (Esplora, EVM, prices, Mochi Pay)")
+    sim_p.add_argument("--port", type=int, required=True, help="port on 127.0.0.1")
+    sim_p.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
+    sim_p.add_argument("--env-file", default=None, help="write the KEY=value settings a service needs here")
+    sim_p.add_argument("--block-time", type=float, default=5.0, help="seconds between blocks (default: 5)")
+    sub.add_parser("check", help="run every health check once; exit 0 healthy, 1 degraded, 2 unhealthy")
     args = parser.parse_args(argv)
+
+    if args.command == "simulate":
+        from icy_backend.sim.serve import run_simulate
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+        anyio.run(run_simulate, args.port, args.env_file, args.block_time, args.host)
+        return 0
 
     settings = _settings_or_exit()
     _configure_logging(settings)
+    if args.command == "check":
+        from checks.cli import run_checks_once
+
+        return anyio.run(run_checks_once, settings)
     if args.command == "serve":
         anyio.run(_serve, settings, Path(args.config))
         return 0

@@ -26,8 +26,13 @@ def _settings(tmp_path: Path, **env: str):  # type: ignore[no-untyped-def]
     return load_settings({**base, **env}, env_file=None)
 
 
+def _app(settings):  # type: ignore[no-untyped-def]
+    # Outbound clients talk to the in-process simulators (never a real host); no job runs: these tests are HTTP.
+    return create_app(settings, transport=httpx.ASGITransport(app=Simulators().app), run_jobs=False)
+
+
 async def test_liveness_and_unknown_route(tmp_path: Path) -> None:
-    async with client_for(create_app(_settings(tmp_path))) as client:
+    async with client_for(_app(_settings(tmp_path))) as client:
         r = await client.get("/healthz")
         assert r.status_code == 200
         assert r.json() == {"message": "ok"}
@@ -38,7 +43,7 @@ async def test_liveness_and_unknown_route(tmp_path: Path) -> None:
 
 
 async def test_wrong_method_is_405_with_envelope(tmp_path: Path) -> None:
-    async with client_for(create_app(_settings(tmp_path))) as client:
+    async with client_for(_app(_settings(tmp_path))) as client:
         r = await client.post("/healthz")
         assert r.status_code == 405
         assert r.json()["error"] == "Method not allowed"
@@ -58,8 +63,7 @@ def _app_with_test_routes(tmp_path: Path, **env: str):  # type: ignore[no-untype
     async def boom(request: Request):  # type: ignore[no-untyped-def]
         raise RuntimeError("SELECT * FROM secrets WHERE host='db.internal' -- stack detail")
 
-    # Outbound clients talk to the in-process simulators; no job runs: these tests are about HTTP only.
-    app = create_app(_settings(tmp_path, **env), transport=httpx.ASGITransport(app=Simulators().app), run_jobs=False)
+    app = _app(_settings(tmp_path, **env))
     app.router.routes.extend([Route("/t/echo", echo, methods=["POST"]), Route("/t/boom", boom)])
     return app
 
@@ -103,7 +107,7 @@ async def test_body_over_64_kib_is_413(tmp_path: Path) -> None:
 
 
 async def test_cors_allowed_origins(tmp_path: Path) -> None:
-    app = create_app(_settings(tmp_path, APP_ENV="dev", ALLOWED_ORIGINS="https://swap.example"))
+    app = _app(_settings(tmp_path, APP_ENV="dev", ALLOWED_ORIGINS="https://swap.example"))
     async with client_for(app) as client:
         r = await client.get("/healthz", headers={"Origin": "https://swap.example"})
         assert r.headers["access-control-allow-origin"] == "https://swap.example"
@@ -113,7 +117,7 @@ async def test_cors_allowed_origins(tmp_path: Path) -> None:
 
 async def test_empty_allowed_origins_does_not_break_requests(tmp_path: Path) -> None:
     # fix: the old service 500'd every request when ALLOWED_ORIGINS was empty
-    app = create_app(_settings(tmp_path, APP_ENV="dev", ALLOWED_ORIGINS=""))
+    app = _app(_settings(tmp_path, APP_ENV="dev", ALLOWED_ORIGINS=""))
     async with client_for(app) as client:
         r = await client.get("/healthz", headers={"Origin": "https://swap.example"})
         assert r.status_code == 200
