@@ -13,9 +13,7 @@ import httpx
 from anyio.abc import TaskStatus
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from icy_backend.db.engine import insert_ignore
-from icy_backend.db.tables import icy_locked_treasuries
-from icy_backend.db.types import utcnow
+from icy_backend.domain.sandbox import seed_locked_treasuries
 from icy_backend.settings import Settings
 from icy_backend.sim.combined import Simulators
 
@@ -46,13 +44,7 @@ class Sandbox:
         self.transport = httpx.ASGITransport(app=self.sims.app)
 
     async def seed_database(self, engine: AsyncEngine) -> None:
-        now = utcnow()
-        async with engine.begin() as conn:
-            await conn.execute(
-                insert_ignore(engine, icy_locked_treasuries).values(
-                    address=self.locked_treasury, created_at=now, updated_at=now
-                )
-            )
+        await seed_locked_treasuries(engine, [self.locked_treasury])
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         log.warning(
