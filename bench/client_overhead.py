@@ -21,11 +21,11 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from icy_backend.breakers import Breakers  # noqa: E402
-from icy_backend.clients.esplora import EsploraClient  # noqa: E402
-from icy_backend.metrics import Metrics, make_registry  # noqa: E402
-from icy_backend.settings import Settings  # noqa: E402
-from icy_backend.sim.esplora import EsploraSim  # noqa: E402
+from icy_backend.breakers import Breakers
+from icy_backend.clients.esplora import EsploraClient
+from icy_backend.metrics import Metrics, make_registry
+from icy_backend.settings import Settings
+from icy_backend.sim.esplora import EsploraSim
 
 BASE = "http://sim"
 
