@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import sys
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
-from typing import Any, TextIO
+from typing import TextIO
+
+import httpx
 
 from checks.model import Status
 from checks.render import Report
 from checks.service import build_health
+from icy_backend.breakers import Breakers
+from icy_backend.clients.factory import open_clients
 from icy_backend.db.engine import make_engine
 from icy_backend.lifecycle import Lifecycle
 from icy_backend.metrics.families import Metrics
@@ -32,30 +32,25 @@ def format_table(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-@contextlib.asynccontextmanager
-async def _clients(settings: Settings, metrics: Metrics) -> AsyncIterator[tuple[Any, Any]]:
-    """Breakers and clients when those parts exist (they are built elsewhere); ``(None, None)`` otherwise."""
-    try:
-        breakers_mod = importlib.import_module("icy_backend.breakers")
-        factory = importlib.import_module("icy_backend.clients.factory")
-    except ImportError:
-        yield None, None
-        return
-    breakers = breakers_mod.Breakers(settings, metrics)
-    opener: AbstractAsyncContextManager[Any] = factory.open_clients(settings, metrics, breakers)
-    async with opener as clients:
-        yield clients, breakers
+async def run_checks_once(
+    settings: Settings,
+    out: TextIO | None = None,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    sim_base_url: str | None = None,
+) -> int:
+    """Build engine, breakers and clients; run the database and external checks once (uncached); print the
+    table to ``out`` (default stdout) and return the exit code.
 
-
-async def run_checks_once(settings: Settings, out: TextIO | None = None) -> int:
-    """Build engine and clients, run the database and external checks once (uncached), print; exit code."""
+    ``transport``/``sim_base_url`` point the clients at in-process simulators (tests), as in the app.
+    """
     out = out or sys.stdout
     metrics = Metrics(make_registry())
-    lifecycle = Lifecycle()
     engine = make_engine(settings)
     try:
-        async with _clients(settings, metrics) as (clients, breakers):
-            health = build_health(settings, metrics, lifecycle, engine, clients, breakers)
+        breakers = Breakers(settings, metrics)
+        async with open_clients(settings, metrics, breakers, transport=transport, sim_base_url=sim_base_url) as clients:
+            health = build_health(settings, metrics, Lifecycle(), engine, clients, breakers)
             report = await health.everything()
     finally:
         await engine.dispose()

@@ -27,9 +27,7 @@ def _wants_ietf(request: Request) -> bool:
 
 def _respond(request: Request, report: Report) -> Response:
     if _wants_ietf(request):
-        return JSONBody(
-            to_ietf(report), status_code=report.http_status, headers=_NO_STORE, media_type=HEALTH_JSON
-        )
+        return JSONBody(to_ietf(report), status_code=report.http_status, headers=_NO_STORE, media_type=HEALTH_JSON)
     return JSONBody(to_json(report), status_code=report.http_status, headers=_NO_STORE)
 
 
