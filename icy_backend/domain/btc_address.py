@@ -13,6 +13,8 @@ from typing import Literal
 from embit import base58, bech32
 from embit.script import Script
 
+from icy_backend.domain.fees import DUST
+
 AddressType = Literal["p2pkh", "p2sh", "p2wpkh", "p2wsh", "p2tr"]
 
 # Base58 version bytes and bech32 human-readable parts per network (testnet and signet share them).
@@ -24,8 +26,8 @@ _BASE58: dict[str, tuple[int, int]] = {
 }
 _HRP: dict[str, str] = {"mainnet": "bc", "testnet": "tb", "signet": "tb", "regtest": "bcrt"}
 
-# Dust limits of SPEC §9 (P2WSH: Bitcoin Core's 330 for a 43-byte output, same as P2TR).
-DUST_LIMITS: dict[AddressType, int] = {"p2pkh": 546, "p2sh": 540, "p2wpkh": 294, "p2wsh": 330, "p2tr": 330}
+# Dust limits of SPEC §9 from the shared fee module, plus P2WSH (Bitcoin Core's 330 for a 43-byte output, as P2TR).
+DUST_LIMITS: dict[str, int] = {**DUST, "p2wsh": 330}
 
 
 class InvalidAddress(ValueError):

@@ -21,19 +21,30 @@ import pytest
 from embit import ec
 from embit.networks import NETWORKS
 from embit.script import p2wpkh
+from eth_account import Account
 from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
 
 from icy_backend.breakers import Breakers
 from icy_backend.clients.esplora import EsploraClient
+from icy_backend.clients.evm import EvmRpcClient
+from icy_backend.clients.factory import Clients
 from icy_backend.clients.prices import PriceClient
+from icy_backend.clients.webhook import WebhookClient
 from icy_backend.db.migrate import upgrade
 from icy_backend.db.tables import ALL_TABLES, onchain_btc_processed_transactions
+from icy_backend.domain.oracle import OracleService
 from icy_backend.domain.wallet import wallet_from_wif
+from icy_backend.http.responses import ApiError
 from icy_backend.metrics.families import Metrics
 from icy_backend.metrics.registry import make_registry
 from icy_backend.settings import Settings
 from icy_backend.sim.esplora import EsploraSim
+from icy_backend.sim.evm import EvmSim
 from icy_backend.sim.prices import PriceSim
 
 ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
@@ -167,3 +178,79 @@ async def payout_row(engine: AsyncEngine, row_id: int) -> dict[str, Any]:
     async with engine.connect() as conn:
         row = (await conn.execute(select(T).where(T.c.id == row_id))).mappings().one()
     return dict(row)
+
+
+# ---------------------------------------------------------------- the full world: both chains, oracle, app
+
+HOLDER = "0x" + "11" * 20
+SIGNER_ADDRESS = Account.from_key(SIGNER_KEY).address
+
+
+@dataclass
+class SwapWorld:
+    btc: BtcWorld
+    evm_sim: EvmSim
+    settings: Settings
+    clients: Clients
+    oracle: OracleService
+    engine: AsyncEngine
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "settings": self.settings,
+            "metrics": self.btc.metrics,
+            "engine": self.engine,
+            "clients": self.clients,
+            "oracle": self.oracle,
+        }
+
+
+@pytest.fixture
+async def swap_world(world: BtcWorld, engine: AsyncEngine) -> SwapWorld:
+    """Treasury = payout wallet funded with 1 BTC; 100 000 ICY circulating: ratio 10^13 (100 000 ICY/BTC)."""
+    evm_sim = EvmSim(chain_id=84532, signer_address=SIGNER_ADDRESS)
+    evm_sim.mint(HOLDER, 100_000 * 10**18)
+    evm_sim.mine_block()
+    world.fund(100_000_000)
+    settings = make_settings(
+        BLOCKCHAIN_BTC_TREASURY_ADDRESS=world.wallet_address,
+        BLOCKCHAIN_ICY_CONTRACT_ADDR=evm_sim.icy_address,
+        BLOCKCHAIN_ICY_SWAP_CONTRACT_ADDR=evm_sim.swap_address,
+        BLOCKCHAIN_CHAIN_ID=84532,
+    )
+    world.settings = settings
+    evm_http = httpx.AsyncClient(transport=httpx.ASGITransport(app=evm_sim.app))
+    hook_http = httpx.AsyncClient()
+    world.http.extend([evm_http, hook_http])
+    clients = Clients(
+        esplora=world.esplora(),
+        evm=EvmRpcClient(evm_http, ["http://evm"], world.breakers, world.metrics, deadline=1.0),
+        prices=world.prices(),
+        mochi=None,
+        webhook=WebhookClient(hook_http, world.metrics),
+    )
+    oracle = OracleService(settings, world.metrics, engine, clients)
+    return SwapWorld(world, evm_sim, settings, clients, oracle, engine)
+
+
+class WithState:
+    """Serve ``app`` with ``request.state`` filled from ``state`` (ASGITransport runs no lifespan)."""
+
+    def __init__(self, app: Starlette, state: dict[str, Any]) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope = {**scope, "state": dict(self.state)}
+        await self.app(scope, receive, send)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return exc.response()
+
+
+def api_client(routes: list[BaseRoute], state: dict[str, Any]) -> httpx.AsyncClient:
+    app = WithState(Starlette(routes=routes, exception_handlers={ApiError: _api_error}), state)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
