@@ -41,9 +41,10 @@ class LeaderLock:
         self.backend_pid: int | None = None
         self.lost = False
 
-    async def campaign(self, lead: Callable[[], Awaitable[None]]) -> bool:
+    async def campaign(self, lead: Callable[[], Awaitable[None]], on_lost: Callable[[], None] | None = None) -> bool:
         """Try the lock; when won, run ``lead()`` until it returns or the lock connection is lost.
 
+        ``on_lost`` is called the moment the loss is detected (before the leader's work has unwound).
         Returns whether the lock was won. Database errors propagate (the caller retries later).
         """
         self.lost = False
@@ -51,16 +52,12 @@ class LeaderLock:
         won = False
         try:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
-            won = bool(
-                await conn.scalar(
-                    text("SELECT pg_try_advisory_lock(CAST(:key AS bigint))"), {"key": self.key}
-                )
-            )
+            won = bool(await conn.scalar(text("SELECT pg_try_advisory_lock(CAST(:key AS bigint))"), {"key": self.key}))
             if not won:
                 return False
             self.backend_pid = await conn.scalar(text("SELECT pg_backend_pid()"))
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._keepalive, conn, tg.cancel_scope)
+                tg.start_soon(self._keepalive, conn, tg.cancel_scope, on_lost)
                 await lead()
                 tg.cancel_scope.cancel()
             return True
@@ -73,7 +70,9 @@ class LeaderLock:
                     await conn.invalidate()
                 await conn.close()
 
-    async def _keepalive(self, conn: AsyncConnection, leader_scope: anyio.CancelScope) -> None:
+    async def _keepalive(
+        self, conn: AsyncConnection, leader_scope: anyio.CancelScope, on_lost: Callable[[], None] | None
+    ) -> None:
         while True:
             await anyio.sleep(self.keepalive_interval)
             try:
@@ -83,4 +82,6 @@ class LeaderLock:
                 self.lost = True
                 log.warning("job leader lock connection lost (%s); cancelling jobs", error_class(exc))
                 leader_scope.cancel()
+                if on_lost is not None:
+                    on_lost()
                 return

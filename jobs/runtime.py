@@ -119,7 +119,7 @@ class JobRuntime:
     async def _campaign_forever(self, leader: LeaderLock) -> None:
         while True:
             try:
-                await leader.campaign(self._lead)
+                await leader.campaign(self._lead, on_lost=lambda: self._set_role("standby"))
             except Exception as exc:
                 log.warning("job leader election failed (%s); retrying", error_class(exc))
             self._set_role("standby")

@@ -95,6 +95,7 @@ class Scheduler:
         for definition in self.definitions.values():
             self.board.register(definition)
         self.board.scheduler_start()
+        self.pings.reset()
         self._last_watchdog = time.monotonic()
         self._active = True
         try:
@@ -161,16 +162,20 @@ class Scheduler:
         started = time.monotonic()
         outcome: RunOutcome
         error: str | None = None
+        scope = anyio.move_on_after(definition.timeout)
         try:
             try:
-                with anyio.move_on_after(definition.timeout) as scope:
+                with scope:
                     await definition.run(ctx)
             except Exception as exc:
-                outcome, error = "failed", _classify(exc)
-                text = "".join(traceback.format_exception(exc))
-                log.warning("job %s failed (%s): %s", name, error, redact(text, self._secrets))
+                text = redact("".join(traceback.format_exception(exc)), self._secrets)
+                if scope.cancel_called:  # an error while unwinding from the timeout: still a timeout
+                    outcome, error = "timeout", "timeout"
+                else:
+                    outcome, error = "failed", _classify(exc)
+                log.warning("job %s failed (%s): %s", name, error, text)
             else:
-                if scope.cancelled_caught or scope.cancel_called:
+                if scope.cancel_called:
                     outcome, error = "timeout", "timeout"
                     log.warning("job %s timed out after %.0f s and was cancelled", name, definition.timeout)
                 elif ctx.all_items_failed:

@@ -6,6 +6,7 @@ times (``time.time``) are for display; stall and lateness use the monotonic cloc
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,19 @@ def rfc3339(ts: float | None) -> str | None:
 
 def _ms(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
+
+
+def _json_safe(value: Any, depth: int = 0) -> bool:
+    """Whether a job's metadata value can be shown as JSON (a bad value must not break the endpoint)."""
+    if value is None or isinstance(value, bool | int | str):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if depth < 3 and isinstance(value, list | tuple):
+        return all(_json_safe(v, depth + 1) for v in value)
+    if depth < 3 and isinstance(value, dict):
+        return all(isinstance(k, str) and _json_safe(v, depth + 1) for k, v in value.items())
+    return False
 
 
 @dataclass
@@ -226,7 +240,7 @@ class StatusBoard:
         if status.min_execution_ms is None or duration_ms < status.min_execution_ms:
             status.min_execution_ms = duration_ms
         # Metadata is per run (the old service kept stack traces and error types across later successes).
-        status.metadata = dict(metadata or {})
+        status.metadata = {k: v for k, v in (metadata or {}).items() if _json_safe(v)}
         if outcome == "success":
             status.state = "success"
             status.success_count += 1

@@ -32,9 +32,7 @@ class UptimePings:
     The URL holds the monitor's secret token: it is never logged, only the job name is.
     """
 
-    def __init__(
-        self, pinger: Pinger | None, *, fail_suffix: bool, timeout: float = PING_TIMEOUT_SECONDS
-    ) -> None:
+    def __init__(self, pinger: Pinger | None, *, fail_suffix: bool, timeout: float = PING_TIMEOUT_SECONDS) -> None:
         self._pinger = pinger
         self._fail_suffix = fail_suffix
         self._timeout = timeout
@@ -52,6 +50,10 @@ class UptimePings:
         else:
             return
         tg.start_soon(self._send, definition.name, target, outcome == "success")
+
+    def reset(self) -> None:
+        """A new scheduler run starts (e.g. leadership regained): pings get their full bound again."""
+        self._cap = None
 
     def begin_shutdown(self, grace: float) -> None:
         """Pings in flight (and any sent from now on) must finish within ``grace`` seconds."""

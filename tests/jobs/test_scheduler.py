@@ -10,6 +10,7 @@ import pytest
 
 from icy_backend.metrics import Metrics
 from jobs.context import JobContext
+from jobs.runtime import set_pending
 from tests.jobs.conftest import fast_settings, job, make_runtime, running, sample, wait_for
 
 RUNS = "icy_backend_background_job_runs_total"
@@ -72,12 +73,7 @@ async def test_timeout_cancels_the_run_and_counts(metrics: Metrics) -> None:
     assert 100 <= status["last_duration_ms"] < 1500  # milliseconds, not nanoseconds or seconds
     assert sample(metrics, RUNS, job_name="hangs", status="timeout") == 1
     assert sample(metrics, RUNS, job_name="hangs", status="failed") == 0
-    assert (
-        sample(
-            metrics, "icy_backend_background_job_duration_seconds_count", job_name="hangs", status="timeout"
-        )
-        == 1
-    )
+    assert sample(metrics, "icy_backend_background_job_duration_seconds_count", job_name="hangs", status="timeout") == 1
     assert sample(metrics, "icy_backend_background_jobs_active") == 0
 
 
@@ -120,9 +116,7 @@ async def test_every_item_failed_is_a_failed_run_and_partial_failure_is_success(
         ctx.item_failed("timeout")
         ctx.set_metadata("cursor_height", 812)
 
-    runtime = make_runtime(
-        metrics, [job("all_fail", all_fail, interval=5), job("partial", partial, interval=5)]
-    )
+    runtime = make_runtime(metrics, [job("all_fail", all_fail, interval=5), job("partial", partial, interval=5)])
     async with running(runtime):
         await wait_for(
             lambda: (
@@ -174,16 +168,9 @@ async def test_success_metrics_durations_in_ms_and_first_run_delay(metrics: Metr
         assert 25 <= status[key] < 1000, key  # ~30 ms, in milliseconds
     assert status["min_execution_ms"] <= status["average_execution_ms"] <= status["max_execution_ms"]
     assert status["last_run_time"].endswith("Z")
-    last_success = sample(
-        metrics, "icy_backend_background_job_last_success_timestamp_seconds", job_name="quick"
-    )
+    last_success = sample(metrics, "icy_backend_background_job_last_success_timestamp_seconds", job_name="quick")
     assert before <= last_success <= time.time()
-    assert (
-        sample(
-            metrics, "icy_backend_background_job_duration_seconds_count", job_name="quick", status="success"
-        )
-        >= 3
-    )
+    assert sample(metrics, "icy_backend_background_job_duration_seconds_count", job_name="quick", status="success") >= 3
     assert sample(metrics, "icy_backend_job_leader") == 0  # stopped: no longer running jobs
 
 
@@ -216,3 +203,40 @@ async def test_active_gauge_and_shutdown_cancels_running_jobs(metrics: Metrics) 
     assert status["status"] == "pending"  # interrupted by shutdown: not a result of the job
     assert status["failure_count"] == 0
     assert status["next_run_time"] is None
+
+
+@pytest.mark.anyio
+async def test_error_while_unwinding_from_a_timeout_is_still_a_timeout(metrics: Metrics) -> None:
+    async def messy(ctx: JobContext) -> None:
+        try:
+            await anyio.sleep(30)
+        finally:
+            raise ValueError("cleanup failed")
+
+    runtime = make_runtime(metrics, [job("messy", messy, interval=5, timeout=0.1)])
+    async with running(runtime):
+        await wait_for(lambda: sample(metrics, "icy_backend_job_timeouts_total", job_name="messy") == 1)
+    assert runtime.statuses()["messy"]["last_error"] == "timeout"
+    assert sample(metrics, RUNS, job_name="messy", status="timeout") == 1
+
+
+@pytest.mark.anyio
+async def test_metadata_that_is_not_json_is_dropped_not_fatal(metrics: Metrics) -> None:
+    async def odd(ctx: JobContext) -> None:
+        ctx.set_metadata("height", 7)
+        ctx.set_metadata("ratio", float("nan"))
+        ctx.set_metadata("obj", object())
+
+    runtime = make_runtime(metrics, [job("odd", odd, interval=5)])
+    async with running(runtime):
+        await wait_for(lambda: runtime.statuses()["odd"]["success_count"] == 1)
+    assert runtime.statuses()["odd"]["metadata"] == {"height": 7}
+
+
+def test_set_pending_sets_the_gauge(metrics: Metrics) -> None:
+    set_pending(metrics, "btc_payout", 4)
+    set_pending(metrics, "swap_request", 0)
+    assert sample(metrics, "icy_backend_pending_transactions", transaction_type="btc_payout") == 4
+    assert sample(metrics, "icy_backend_pending_transactions", transaction_type="swap_request") == 0
+    with pytest.raises(ValueError, match="transaction_type"):
+        set_pending(metrics, "btc", 1)

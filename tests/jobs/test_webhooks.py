@@ -160,3 +160,27 @@ async def test_webhook_url_never_appears_in_logs_or_responses(
     assert TOKEN not in str(report)
     assert any("down" in r.getMessage() for r in caplog.records)  # the refused ping was logged, without URL
     assert not [r.getMessage() for r in caplog.records if TOKEN in r.getMessage() or "127.0.0.1:" in r.getMessage()]
+
+
+@pytest.mark.anyio
+async def test_pings_work_again_after_the_scheduler_restarts(metrics: Metrics) -> None:
+    """Leadership lost and regained: the shutdown bound of the first run must not cut the second run's pings."""
+    runs = 0
+
+    async def ok(ctx: JobContext) -> None:
+        nonlocal runs
+        runs += 1
+
+    async with serving(Receiver()) as receiver:
+        runtime = make_runtime(
+            metrics,
+            [job("ok", ok, interval=0.05, webhook_url=receiver.url("ok"))],
+            webhook=SocketPinger(),
+            settings=fast_settings(SHUTDOWN_GRACE_SECONDS="0.01"),
+        )
+        async with running(runtime):
+            await wait_for(lambda: len(receiver.paths) >= 1)
+        await anyio.sleep(0.05)  # past the first run's shutdown bound
+        first = len(receiver.paths)
+        async with running(runtime):
+            await wait_for(lambda: len(receiver.paths) >= first + 2)
