@@ -12,11 +12,12 @@ import hmac
 from collections.abc import Awaitable, Callable
 
 import anyio.to_thread
-from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client.exposition import gzip_accepted
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from icy_backend.metrics.exposition import choose_renderer
 from icy_backend.metrics.families import Metrics
 
 METRICS_PATH = "/metrics"
@@ -37,21 +38,17 @@ def metrics_endpoint(metrics: Metrics, token: str | None) -> Callable[[Request],
     expected = token.encode() if token else None
 
     def render(accept: str, compress: bool) -> tuple[bytes, str]:
-        encoder, content_type = choose_encoder(accept)
-        body: bytes = encoder(registry)
+        encoder, content_type = choose_renderer(accept)  # prometheus-client's negotiation, a faster encoder
+        body = encoder(registry)
         if compress:
             body = gzip.compress(body, compresslevel=_GZIP_LEVEL)
         return body, content_type
 
     async def endpoint(request: Request) -> Response:
         if expected is not None and not _authorized(request.headers.get("authorization", ""), expected):
-            return JSONResponse(
-                {"error": "Unauthorized"}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
-            )
+            return JSONResponse({"error": "Unauthorized"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
         compress = gzip_accepted(request.headers.get("accept-encoding", ""))
-        body, content_type = await anyio.to_thread.run_sync(
-            render, request.headers.get("accept", ""), compress
-        )
+        body, content_type = await anyio.to_thread.run_sync(render, request.headers.get("accept", ""), compress)
         headers = {
             "Content-Type": content_type,
             "Cache-Control": "no-store",
