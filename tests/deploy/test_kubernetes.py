@@ -121,9 +121,13 @@ def test_probe_paths_are_routes_of_the_app(container: dict[str, Any]) -> None:
 def test_termination_grace_covers_prestop_and_drain(pod: dict[str, Any], container: dict[str, Any]) -> None:
     grace = pod["terminationGracePeriodSeconds"]
     pre_stop = _prestop_seconds(container)
-    drain = Settings.model_fields["SHUTDOWN_GRACE_SECONDS"].default
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    drain = float(env.get("SHUTDOWN_GRACE_SECONDS") or Settings.model_fields["SHUTDOWN_GRACE_SECONDS"].default)
+    delay = float(
+        env.get("SHUTDOWN_DRAIN_DELAY_SECONDS") or Settings.model_fields["SHUTDOWN_DRAIN_DELAY_SECONDS"].default
+    )
     assert pre_stop >= 3, "the endpoints controller needs a few seconds to drop the pod"
-    assert grace > drain + pre_stop
+    assert grace > pre_stop + delay + drain
     hypercorn = tomllib.loads((REPO / "hypercorn.toml").read_text())
     assert grace > hypercorn["graceful_timeout"] + pre_stop
 
