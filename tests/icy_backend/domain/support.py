@@ -8,6 +8,7 @@ every test starts with empty tables.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import uuid
@@ -118,14 +119,35 @@ class Counter:
         self.app = app
         self.counts: dict[str, int] = {}
 
+        self.rpc: list[tuple[str, list[Any]]] = []  # every JSON-RPC call (method, params) sent to /evm
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            prefix = "/" + scope["path"].strip("/").split("/")[0]
-            self.counts[prefix] = self.counts.get(prefix, 0) + 1
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        prefix = "/" + scope["path"].strip("/").split("/")[0]
+        self.counts[prefix] = self.counts.get(prefix, 0) + 1
+        body = bytearray()
+
+        async def recv() -> Any:
+            message = await receive()
+            if message["type"] == "http.request":
+                body.extend(message.get("body", b""))
+            return message
+
+        await self.app(scope, recv, send)
+        if prefix == "/evm" and body:
+            data = json.loads(body)
+            for call in data if isinstance(data, list) else [data]:
+                self.rpc.append((call.get("method"), call.get("params") or []))
+
+    def log_ranges(self) -> list[tuple[int, int]]:
+        """The ``eth_getLogs`` block ranges requested, in order."""
+        return [(int(p[0]["fromBlock"], 16), int(p[0]["toBlock"], 16)) for m, p in self.rpc if m == "eth_getLogs"]
 
     def reset(self) -> None:
         self.counts.clear()
+        self.rpc.clear()
 
 
 @dataclass
