@@ -86,18 +86,21 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        async with contextlib.AsyncExitStack() as stack:
-            tg = await stack.enter_async_context(anyio.create_task_group())
-            # Whatever happens below, background tasks are cancelled before the resources they use are closed.
-            stack.callback(tg.cancel_scope.cancel)
-            state = await _start(settings, metrics, lifecycle, stack, tg, transport, run_jobs)
-            lifecycle.mark_started()
-            log.info("icy-backend started (env=%s, role=%s)", state["settings"].APP_ENV, state["jobs"].role)
-            try:
-                yield state
-            finally:
-                lifecycle.begin_drain()
-                log.info("icy-backend stopping")
+        # Resources (engine, clients) outlive the task group: background work is cancelled and unwound first.
+        async with contextlib.AsyncExitStack() as resources:
+            state = await _open(settings, metrics, lifecycle, resources, transport, run_jobs)
+            async with anyio.create_task_group() as tg:
+                if state["sandbox"] is not None:
+                    await tg.start(state["sandbox"].run)
+                await tg.start(state["jobs"].run)
+                lifecycle.mark_started()
+                log.info("icy-backend started (env=%s, role=%s)", state["settings"].APP_ENV, state["jobs"].role)
+                try:
+                    yield state
+                finally:
+                    lifecycle.begin_drain()
+                    log.info("icy-backend stopping")
+                    tg.cancel_scope.cancel()
         log.info("icy-backend stopped")
 
     app = Starlette(
@@ -112,15 +115,15 @@ def create_app(
     return app
 
 
-async def _start(
+async def _open(
     settings: Settings,
     metrics: Metrics,
     lifecycle: Lifecycle,
     stack: contextlib.AsyncExitStack,
-    tg: anyio.abc.TaskGroup,
     transport: httpx.AsyncBaseTransport | None,
     run_jobs: bool,
 ) -> dict[str, Any]:
+    """Open the resources and build the services; nothing runs in the background yet."""
     sandbox = None
     sim_base_url = None
     if transport is None and settings.sandbox_enabled:
@@ -129,7 +132,6 @@ async def _start(
         sandbox = Sandbox(settings)
         settings = sandbox.settings
         transport, sim_base_url = sandbox.transport, SANDBOX_BASE_URL
-        await tg.start(sandbox.run)
     check_wallet_matches_treasury(settings)
 
     engine = make_engine(settings)
@@ -148,7 +150,6 @@ async def _start(
     health_service = build_health(settings, metrics, lifecycle, engine, clients, breakers)
     bodies = build_job_bodies(settings, metrics, engine, clients, oracle) if run_jobs else {}
     runtime = JobRuntime(settings, metrics, engine, lifecycle, clients.webhook, build_job_definitions(settings, bodies))
-    await tg.start(runtime.run)
     return {
         "settings": settings,
         "metrics": metrics,
