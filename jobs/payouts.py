@@ -69,11 +69,15 @@ def make_payout_job(
     return run
 
 
-async def refresh_gauge(engine: AsyncEngine, set_value: Callable[[float], None]) -> None:
+async def refresh_gauge(
+    engine: AsyncEngine,
+    set_value: Callable[[float], None],
+    count: Callable[[AsyncEngine], Awaitable[int]] = count_waiting,
+) -> None:
     """Set the pending gauge from the database after a run, even a failed or cancelled one (shielded and
     bounded: a timed-out run is cancelled, and the gauge must still tell the truth)."""
     with anyio.move_on_after(5, shield=True):
         try:
-            set_value(await count_waiting(engine))
+            set_value(await count(engine))
         except Exception:  # the run's own outcome matters more than the gauge
-            log.warning("could not refresh the btc_payout pending gauge", exc_info=True)
+            log.warning("could not refresh a pending-transactions gauge", exc_info=True)
