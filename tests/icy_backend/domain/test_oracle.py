@@ -64,8 +64,6 @@ def _oracle(env: SimEnv, engine: AsyncEngine, **kw: object) -> OracleService:
     return OracleService(env.settings, env.metrics, engine, env.clients, **kw)  # type: ignore[arg-type]
 
 
-
-
 @pytest.mark.anyio
 @pytest.mark.postgres
 async def test_circulated_icy_exact_with_large_values(env: SimEnv, engine: AsyncEngine) -> None:
