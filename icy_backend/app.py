@@ -31,7 +31,7 @@ from icy_backend.lifecycle import Lifecycle
 from icy_backend.metrics import Metrics, make_registry
 from icy_backend.metrics.endpoint import metrics_route
 from icy_backend.middleware.stack import middleware_stack
-from icy_backend.routes import health, jobs_health, liveness, oracle, swap_info, transactions
+from icy_backend.routes import health, jobs_health, liveness, openapi, oracle, swap, swap_info, transactions
 from icy_backend.settings import Settings
 from jobs.definitions import build_job_definitions
 from jobs.runtime import JobRuntime
@@ -65,7 +65,9 @@ def app_routes(metrics: Metrics, settings: Settings) -> list[BaseRoute]:
         metrics_route(metrics, token),
         *oracle.routes,
         *swap_info.routes,
+        *swap.routes,
         *transactions.routes,
+        *openapi.routes,
     ]
 
 
