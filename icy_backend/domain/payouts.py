@@ -23,11 +23,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import anyio
 import anyio.lowlevel
 from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from icy_backend.clients.errors import BroadcastRejected, UpstreamError, error_class
@@ -46,6 +47,7 @@ T = payouts_table
 # pg_advisory_xact_lock key serialising payout building across replicas ("icy payout" as ASCII, fits int64).
 WALLET_LOCK_KEY = 0x6963792D706179
 _PROCESS_LOCKS: dict[tuple[object, str], anyio.Lock] = {}
+RECENT_COMPLETED = timedelta(days=1)
 
 # Node answers to a broadcast, by what they mean for the stored transaction.
 _ALREADY_KNOWN = ("already in block chain", "txn-already-known", "txn-already-in-mempool", "already known")
@@ -120,11 +122,11 @@ class PayoutProcessor:
                 on_item(kind)
 
         for row_id in await self._ids("broadcasting"):
-            outcome = await self.reconcile(row_id, report)
+            outcome = await _guarded(row_id, self.reconcile(row_id, report))
             if outcome != SKIPPED:
                 done(outcome)
         for row_id in await self._ids("pending"):
-            outcome = await self.process(row_id, report)
+            outcome = await _guarded(row_id, self.process(row_id, report))
             if outcome != SKIPPED:
                 done(outcome)
         return report
@@ -355,9 +357,30 @@ class PayoutProcessor:
         return lock
 
 
+async def _guarded(row_id: int, step: Awaitable[str | None]) -> str | None:
+    """One item's unexpected error (a bug, the database) is that item's failure, not the run's end."""
+    try:
+        return await step
+    except SQLAlchemyError:
+        log.warning("payout %d: database error", row_id, exc_info=True)
+        return "database_error"
+    except Exception:
+        log.exception("payout %d: unexpected error", row_id)
+        return "internal_error"
+
+
 async def _reserved_outpoints(conn: AsyncConnection) -> set[tuple[str, int]]:
-    """Coins spent by the stored transactions of ``broadcasting`` rows."""
-    rows = await conn.execute(select(T.c.raw_tx).where(T.c.status == "broadcasting"))
+    """Coins spent by stored transactions: every ``broadcasting`` row, and rows completed in the last day.
+
+    The second set matters with several Esplora endpoints: one that has not seen a fresh payout in its mempool
+    still lists its coins as unspent, and a second payout built on them could land in another node's mempool.
+    """
+    recent = _now() - RECENT_COMPLETED
+    rows = await conn.execute(
+        select(T.c.raw_tx).where(
+            (T.c.status == "broadcasting") | ((T.c.status == "completed") & (T.c.processed_at >= recent))
+        )
+    )
     reserved: set[tuple[str, int]] = set()
     for (raw,) in rows:
         if raw:

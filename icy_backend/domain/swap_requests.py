@@ -18,7 +18,7 @@ Conversion (fix: the old one was 100x too large): ``sats = icy_wei // (ratio * 1
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +32,7 @@ from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from hexbytes import HexBytes
 from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from icy_backend.clients.errors import JsonRpcError, UpstreamError, error_class
@@ -105,11 +106,11 @@ class SwapRequestProcessor:
                 on_item(kind)
 
         for row_id in await self._ids("sending"):
-            outcome = await self.reconcile(row_id, report)
+            outcome = await _guarded(row_id, self.reconcile(row_id, report))
             if outcome != SKIPPED:
                 done(outcome)
         for row_id in await self._ids("pending"):
-            outcome = await self.process(row_id, report)
+            outcome = await _guarded(row_id, self.process(row_id, report))
             if outcome != SKIPPED:
                 done(outcome)
         return report
@@ -329,6 +330,18 @@ class SwapRequestProcessor:
         if lock is None:
             lock = _PROCESS_LOCKS[key] = anyio.Lock()
         return lock
+
+
+async def _guarded(row_id: int, step: Awaitable[str | None]) -> str | None:
+    """One item's unexpected error (a bug, the database) is that item's failure, not the run's end."""
+    try:
+        return await step
+    except SQLAlchemyError:
+        log.warning("swap request %d: database error", row_id, exc_info=True)
+        return "database_error"
+    except Exception:
+        log.exception("swap request %d: unexpected error", row_id)
+        return "internal_error"
 
 
 def _nonce_of(raw: str) -> int:

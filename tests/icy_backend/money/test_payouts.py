@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 from decimal import Decimal
+from pathlib import Path
 
 import anyio
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from icy_backend.breakers import Breakers
+from icy_backend.db.migrate import upgrade
 from icy_backend.domain.btc_address import parse_address
 from icy_backend.domain.btc_tx import CHANGE_DUST, Utxo, build_payout
 from icy_backend.domain.payouts import PayoutProcessor
@@ -238,3 +240,24 @@ async def test_upstream_down_stays_pending_then_pays(world: BtcWorld, engine: As
     await anyio.sleep(0.3)
     assert (await proc.run()).completed == [row_id]
     assert len(world.paid_to(recipient(11))) == 1
+
+
+async def test_sqlite_two_processors_pay_once(world: BtcWorld, tmp_path: Path) -> None:
+    """Without row locks (SQLite, one process) the in-process wallet lock and the compare-and-set updates
+    still make two processors pay every row once."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'payouts.sqlite3'}"
+    engines = [create_async_engine(url), create_async_engine(url)]
+    try:
+        await upgrade(engines[0])
+        world.fund(*[400_000] * 12)
+        ids = [await add_payout(engines[0], 200 + n, recipient(200 + n), 30_000 + n) for n in range(8)]
+        procs = [processor(world, e) for e in engines]
+        async with anyio.create_task_group() as tg:
+            for p in procs:
+                tg.start_soon(p.run)
+        for n, row_id in enumerate(ids):
+            assert (await payout_row(engines[0], row_id))["status"] == "completed"
+            assert [p["value"] for p in world.paid_to(recipient(200 + n))] == [30_000 + n]
+    finally:
+        for e in engines:
+            await e.dispose()
