@@ -356,7 +356,7 @@ def main() -> None:
         print(f"  {name + ' / ' + base:<46}{cpu[name] / cpu[base]:>10.3f}{cpu[name] - cpu[base]:>9.1f}")
 
     conns = 50
-    l_rounds, secs, count = (1, 2.0, 2000) if quick else (3, 5.0, 6000)
+    l_rounds, secs, count = (1, 2.0, 2000) if quick else (3, 4.0, 6000)
     gen = f"wrk -t1 -c{conns} -d{secs:.0f}s" if use_wrk else f"httpx, {count} requests at concurrency {conns}"
     print(f"\n(b) hypercorn over loopback ({gen}; {l_rounds} interleaved rounds, medians)")
     loads = loopback(l_rounds, secs, conns, count, use_wrk)
