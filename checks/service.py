@@ -20,6 +20,9 @@ from icy_backend.lifecycle import Lifecycle
 from icy_backend.metrics.families import Metrics
 from icy_backend.settings import Settings
 
+# Response-time SLAs of SPEC §5 in seconds; each endpoint's deadline stays below its SLA.
+SLAS = {"readyz": 0.5, "database": 0.5, "external": 2.0}
+
 
 @dataclass(frozen=True)
 class Deadlines:
@@ -28,6 +31,11 @@ class Deadlines:
     readyz: float = 0.4
     database: float = 0.4
     external: float = 1.5
+
+    def __post_init__(self) -> None:
+        for name, sla in SLAS.items():
+            if not 0 < getattr(self, name) < sla:
+                raise ValueError(f"the {name} deadline must be positive and below its {sla * 1000:.0f} ms SLA")
 
 
 @dataclass(frozen=True)

@@ -151,3 +151,13 @@ async def test_metrics_per_check() -> None:
     assert value("icy_backend_health_checks_total", {"check": "slow", "status": "unhealthy"}) == 1.0
     assert value("icy_backend_health_checks_total", {"check": "ok", "status": "healthy"}) == 1.0
     assert value("icy_backend_health_check_duration_seconds_count", {"check": "meh"}) == 1.0
+
+
+def test_deadlines_stay_below_the_slas() -> None:
+    from checks.service import SLAS, Deadlines
+
+    d = Deadlines()
+    assert (d.readyz, d.database, d.external) == (0.4, 0.4, 1.5)
+    assert SLAS == {"readyz": 0.5, "database": 0.5, "external": 2.0}
+    with pytest.raises(ValueError, match="SLA"):
+        Deadlines(external=2.5)
