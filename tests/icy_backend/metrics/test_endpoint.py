@@ -92,9 +92,7 @@ async def test_token_required(metrics: Metrics, authorization: str | None) -> No
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize(
-    "authorization", ["Bearer s3cret-token", "bearer s3cret-token", "Bearer  s3cret-token "]
-)
+@pytest.mark.parametrize("authorization", ["Bearer s3cret-token", "bearer s3cret-token", "Bearer  s3cret-token "])
 async def test_token_accepted(metrics: Metrics, authorization: str) -> None:
     async with client(app_with(metrics, "s3cret-token")) as c:
         r = await c.get("/metrics", headers={"Authorization": authorization})
