@@ -220,7 +220,12 @@ class EvmSim(EvmChain):
         return None
 
     def _eth_tx_count(self, params: list[Any]) -> str:
-        return hex(self.nonces.get(norm(to_checksum_address(params[0])), 0))
+        """Mined transactions of the sender; with the ``pending`` tag, its pending ones too (like geth)."""
+        sender = norm(to_checksum_address(params[0]))
+        count = self.nonces.get(sender, 0)
+        if (params[1] if len(params) > 1 else "latest") != "pending":
+            count -= sum(1 for tx in self.pending if tx.frm == sender)
+        return hex(count)
 
     def _eth_get_code(self, params: list[Any]) -> str:
         address = norm(params[0])

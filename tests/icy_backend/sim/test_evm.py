@@ -191,3 +191,14 @@ async def test_method_specific_fault(sim: EvmSim, client: httpx.AsyncClient) -> 
     r = await client.post("/", json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []})
     with pytest.raises(ValueError):
         r.json()
+
+
+async def test_transaction_count_latest_excludes_pending(sim: EvmSim, client: httpx.AsyncClient) -> None:
+    # Like geth: "latest" counts mined transactions only; "pending" adds the sender's pending ones. A simulator
+    # that counted pending under "latest" would hide a double send in the swap-request processor.
+    sim.mint(ALICE, 10)
+    sim.transfer(ALICE, BOB, 1)
+    assert await rpc(client, "eth_getTransactionCount", ALICE, "pending") == "0x1"
+    assert await rpc(client, "eth_getTransactionCount", ALICE, "latest") == "0x0"
+    sim.mine_block()
+    assert await rpc(client, "eth_getTransactionCount", ALICE, "latest") == "0x1"
