@@ -18,9 +18,7 @@ _EVM = re.compile(r"0x[0-9a-fA-F]{40}")
 _BTC = re.compile(r"[A-Za-z0-9]{14,100}")
 
 
-def _int_param(
-    request: Request, name: str, default: int, low: int, high: int, errors: list[dict[str, str]]
-) -> int:
+def _int_param(request: Request, name: str, default: int, low: int, high: int, errors: list[dict[str, str]]) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
