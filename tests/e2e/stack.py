@@ -1,0 +1,276 @@
+"""End-to-end building blocks: ``icy-backend simulate`` as a subprocess, service settings from its env file,
+fault control, timed requests and a PostgreSQL database per test module.
+
+Every network target is 127.0.0.1; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+
+from tests.e2e.server import REPO, free_port
+
+SLA_MS = {
+    "/healthz": 200,
+    "/readyz": 500,
+    "/api/v1/health/db": 500,
+    "/api/v1/health/external": 2000,
+    "/api/v1/health/jobs": 100,
+}
+HEALTH_PATHS = tuple(SLA_MS)
+# Generous but meaningful: a loaded 2-core CI box adds scheduling noise on top of the SLA.
+SLA_SLACK_MS = 300
+PREFIXES = {"esplora": "/esplora", "base_rpc": "/evm", "coingecko": "/coingecko", "mochi_pay": "/mochi"}
+
+
+@dataclass
+class Simulator:
+    process: subprocess.Popen[bytes]
+    base_url: str
+    env: dict[str, str]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            values[key.strip()] = value.strip()
+    return values
+
+
+@contextmanager
+def simulator(tmp_path: Path, *, block_time: float = 1.0) -> Iterator[Simulator]:
+    """Run ``icy-backend simulate`` on a free loopback port until the block ends."""
+    port = free_port()
+    env_path = tmp_path / "sim.env"
+    log_path = tmp_path / "sim.log"
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/root")}
+    cmd = [sys.executable, "-m", "icy_backend.cli", "simulate", "--port", str(port), "--env-file", str(env_path)]
+    cmd += ["--block-time", str(block_time)]
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 30
+            while not env_path.exists():
+                if process.poll() is not None:
+                    raise RuntimeError(f"simulator exited early:\n{log_path.read_text(errors='replace')}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError("simulator did not write its env file within 30 s")
+                time.sleep(0.05)
+            yield Simulator(process, f"http://127.0.0.1:{port}", read_env_file(env_path), log_path)
+        finally:
+            stop_process(process)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 10) -> int | None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout``; returns the exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+    return process.returncode
+
+
+def service_env(sim: Simulator, database_url: str, **overrides: str) -> dict[str, str]:
+    """Settings for ``serve`` against the standalone simulators: test env, no sandbox, fast jobs, short breakers."""
+    env = {k: v for k, v in sim.env.items() if not k.startswith("DEMO_")}
+    env.update(
+        {
+            "APP_ENV": "test",
+            "SANDBOX": "off",
+            "DATABASE_URL": database_url,
+            "INDEX_INTERVAL": "1",
+            "JOB_FIRST_RUN_DELAY": "0.5",
+            "BLOCKCHAIN_CONFIRMATIONS": "1",
+            "DB_CONNECT_TIMEOUT_SECONDS": "1",
+        }
+    )
+    for service in ("BLOCKSTREAM_API", "BASE_RPC", "COINGECKO", "MOCHI_PAY"):
+        env[f"CB_{service}_TTL_SECONDS"] = "2"
+    env.update(overrides)
+    return env
+
+
+@dataclass
+class Timed:
+    path: str
+    status: int
+    ms: float
+    body: Any
+    headers: httpx.Headers = field(default_factory=httpx.Headers)
+
+    @property
+    def error(self) -> Any:
+        return self.body.get("error") if isinstance(self.body, dict) else None
+
+
+async def timed_get(client: httpx.AsyncClient, path: str, **kwargs: Any) -> Timed:
+    start = time.perf_counter()
+    r = await client.get(path, **kwargs)
+    ms = (time.perf_counter() - start) * 1000
+    try:
+        body: Any = r.json()
+    except ValueError:
+        body = r.text
+    return Timed(path, r.status_code, ms, body, r.headers)
+
+
+class SimControl:
+    """Fault control and inspection of the standalone simulators."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.client = httpx.AsyncClient(base_url=sim.base_url, timeout=5)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def set_fault(self, upstream: str, **fault: Any) -> None:
+        r = await self.client.put(f"{PREFIXES[upstream]}/_sim/faults", json={"path": "*", **fault})
+        r.raise_for_status()
+
+    async def clear(self, upstream: str | None = None) -> None:
+        for name in [upstream] if upstream else list(PREFIXES):
+            (await self.client.delete(f"{PREFIXES[name]}/_sim/faults")).raise_for_status()
+
+    async def payments(self) -> list[dict[str, Any]]:
+        r = await self.client.get("/esplora/_sim/payments")
+        r.raise_for_status()
+        data: list[dict[str, Any]] = r.json()
+        return data
+
+    async def rpc(self, method: str, params: list[Any]) -> Any:
+        r = await self.client.post("/evm", json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+        r.raise_for_status()
+        body = r.json()
+        if "error" in body:
+            raise RuntimeError(f"{method}: {body['error']}")
+        return body["result"]
+
+    async def logs(self, address: str, topic0: str, from_block: int, to_block: int, chunk: int = 1000) -> list[Any]:
+        """Every log of ``address`` with ``topic0`` in ``[from_block, to_block]`` (chunked under the range cap)."""
+        found: list[Any] = []
+        start = from_block
+        while start <= to_block:
+            end = min(to_block, start + chunk - 1)
+            found += await self.rpc(
+                "eth_getLogs", [{"address": address, "topics": [topic0], "fromBlock": hex(start), "toBlock": hex(end)}]
+            )
+            start = end + 1
+        return found
+
+
+@contextmanager
+def silent_listener() -> Iterator[int]:
+    """A loopback TCP port that completes the handshake (kernel backlog) and never answers: a hanging database."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(128)
+        yield int(sock.getsockname()[1])
+    finally:
+        sock.close()
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (connection refused)."""
+    return free_port()
+
+
+async def wait_for(predicate: Any, *, timeout: float, interval: float = 0.2) -> bool:
+    """Poll ``await predicate()`` until truthy or ``timeout`` seconds pass; returns the last truthiness."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if await predicate():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        await anyio.sleep(interval)
+
+
+def unique_db_name(prefix: str) -> str:
+    """A database name unique to this test process: several suite runs share one PostgreSQL server."""
+    return f"{prefix}_{os.getpid()}"
+
+
+async def drop_database(name: str) -> None:
+    """Drop ``name`` (terminating its sessions); best effort, for fixture teardown."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from tests.pg import ADMIN_URL
+
+    admin = create_async_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            await conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = :n AND pid <> pg_backend_pid()"
+                ),
+                {"n": name},
+            )
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    finally:
+        await admin.dispose()
+
+
+async def payouts_paid_once(database_url: str, ctl: SimControl, treasury: str) -> int:
+    """Assert every completed payout is exactly one simulator payment and no swap is paid twice.
+
+    Also asserts no payout is left ``broadcasting``. Returns the number of completed payouts.
+    """
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT swap_transaction_hash, btc_address, total, status, btc_transaction_hash"
+                        " FROM onchain_btc_processed_transactions"
+                    )
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    payments = await ctl.payments()
+    paid = [p for p in payments if p["address"] != treasury]
+    completed = [r for r in rows if r[3] == "completed"]
+    assert not [r for r in rows if r[3] == "broadcasting"], rows
+    assert {r[3] for r in rows} <= {"pending", "completed", "failed"}, rows
+    assert len({r[0] for r in rows}) == len(rows), "a swap has two payout rows"
+    assert len(paid) == len(completed), (paid, completed)
+    by_txid: dict[str, list[dict[str, Any]]] = {}
+    for p in paid:
+        by_txid.setdefault(p["txid"], []).append(p)
+    for swap_hash, address, total, _status, txid in completed:
+        outputs = by_txid.get(txid, [])
+        assert len(outputs) == 1, (swap_hash, txid, outputs)
+        assert outputs[0]["address"] == address and int(outputs[0]["value"]) == int(total), (swap_hash, outputs)
+    return len(completed)

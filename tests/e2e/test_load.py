@@ -1,0 +1,73 @@
+"""Load (issue 10): 200 concurrent connections on the health endpoints, /metrics and the cached oracle route.
+
+Zero errors and p99 within the SLA of SPEC §5 (``/metrics`` and the oracle route have none: reported only).
+The suite runs a short bounded phase per endpoint (``ICY_E2E_LOAD_SECONDS``, default 5;
+``ICY_E2E_LOAD_CONNECTIONS``, default 200); ``python -m bench.load`` runs the full 30 s version. wrk is used when
+installed; otherwise a bounded httpx generator runs in this process — on 2 cores it competes with the server,
+so with it the p99 bounds are reported, not asserted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import anyio
+import pytest
+
+from bench.load import ENDPOINTS, HEADER, P99_SLA_MS, LoadResult, have_wrk, own_service, run_load
+from tests.e2e.stack import drop_database, unique_db_name
+from tests.pg import recreate_database, require_pg
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+SECONDS = float(os.environ.get("ICY_E2E_LOAD_SECONDS", "5"))
+CONNECTIONS = int(os.environ.get("ICY_E2E_LOAD_CONNECTIONS", "200"))
+MAX_REQUESTS = 3000  # httpx fallback: bound per endpoint
+# With a closed-loop generator, latency = connections / throughput (Little's law): the p99 bound is a throughput
+# bound (see the report in bench/load.py); ICY_E2E_LOAD_STRICT=1 asserts it, by default it is reported.
+STRICT = os.environ.get("ICY_E2E_LOAD_STRICT", "0") == "1"
+
+
+@pytest.fixture(scope="module")
+def loaded(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[tuple[str, list[LoadResult]]]:
+    require_pg()
+    name = unique_db_name("icy_e2e_load")
+    db_url = anyio.run(recreate_database, name)
+    results: list[LoadResult] = []
+    try:
+        with own_service(tmp_path_factory.mktemp("load"), db_url) as base_url:
+            yield base_url, results
+    finally:
+        anyio.run(drop_database, name)
+        _print(request, results)
+
+
+def _print(request: pytest.FixtureRequest, results: list[LoadResult]) -> None:
+    lines = ["", f"load: {CONNECTIONS} connections, {SECONDS:.0f} s per endpoint", HEADER, *(r.line() for r in results)]
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        print("\n".join(lines))
+        return
+    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+        for line in lines:
+            reporter.write_line(line)
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_endpoint_under_load(loaded: tuple[str, list[LoadResult]], endpoint: str) -> None:
+    base_url, results = loaded
+    use_wrk = have_wrk()
+    (result,) = run_load(
+        base_url, (endpoint,), seconds=SECONDS, connections=CONNECTIONS, use_wrk=use_wrk, max_requests=MAX_REQUESTS
+    )
+    results.append(result)
+    assert result.requests > 0
+    assert result.errors == 0, result
+    sla = P99_SLA_MS.get(endpoint)
+    if sla is not None and use_wrk and STRICT:
+        assert result.p99_ms <= sla, result
