@@ -260,24 +260,21 @@ def render(repeats: int) -> list[tuple[str, int, int, list[float]]]:
     """(case, series, exposition bytes, [library text, ours text, library OM, ours OM, ours text+gzip, endpoint] ms)."""
     from icy_backend.metrics import Metrics
 
-    def counter_2000(m: Metrics) -> None:  # 2000 series (+ their _created lines)
+    def counter_2000(m: Metrics) -> None:  # 2000 series of one prometheus-client counter
         for i in range(2000):
-            m.http_requests.labels("GET", f"/route/{i}", "200").inc()
+            m.external_calls.labels(f"api_{i}", "success").inc()
 
-    def http_mix(m: Metrics) -> None:  # 74 label sets x (1 counter + 14 duration + 12 size series) = 1998 series
-        for i in range(74):
-            labels = ("GET", f"/route/{i}", "200")
-            m.http_requests.labels(*labels).inc()
-            m.http_request_duration.labels(*labels).observe(0.01)
-            m.http_response_size.labels(*labels).observe(300)
+    def http_mix(m: Metrics) -> None:  # 77 label sets x (14 duration + 1 requests + 11 size) = 2002 series
+        for i in range(77):
+            m.http_collector.series("GET", f"/route/{i}", "200").observe(0.01, 300)
 
-    def histogram_2000(m: Metrics) -> None:  # 2000 label sets x 14 = 28000 series
+    def histogram_2000(m: Metrics) -> None:  # 2000 label sets x 14 = 28000 series of a prometheus-client histogram
         for i in range(2000):
-            m.http_request_duration.labels("GET", f"/route/{i}", "200").observe(0.01)
+            m.external_duration.labels("api", f"op_{i}", "success").observe(0.01)
 
     return [
         _render_case("counter, 2000 sets", 2000, counter_2000, repeats),
-        _render_case("HTTP mix, 74 sets", 1998, http_mix, repeats),
+        _render_case("HTTP mix, 77 sets", 2002, http_mix, repeats),
         _render_case("histogram, 2000 sets", 28000, histogram_2000, max(3, repeats // 3)),
     ]
 

@@ -10,10 +10,9 @@ from functools import partial
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from icy_backend import __version__
+from icy_backend.metrics.http_collector import HttpCollector
 from icy_backend.settings import BREAKER_SERVICES
 
-HTTP_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-HTTP_SIZE_BUCKETS = tuple(100.0 * 2**k for k in range(8))
 EXTERNAL_DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 JOB_DURATION_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0)
 BUSINESS_DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
@@ -31,27 +30,9 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         r = registry
-        # HTTP
-        self.http_request_duration = Histogram(
-            "icy_backend_http_request_duration_seconds",
-            "HTTP request duration in seconds, by method, route template and status.",
-            ("method", "path", "status"),
-            buckets=HTTP_DURATION_BUCKETS,
-            registry=r,
-        )
-        self.http_requests = Counter(
-            "icy_backend_http_requests_total",
-            "HTTP requests, by method, route template and status.",
-            ("method", "path", "status"),
-            registry=r,
-        )
-        self.http_response_size = Histogram(
-            "icy_backend_http_response_size_bytes",
-            "HTTP response body size in bytes.",
-            ("method", "path", "status"),
-            buckets=HTTP_SIZE_BUCKETS,
-            registry=r,
-        )
+        # HTTP: duration, requests and response size are one lock-free collector (see http_collector).
+        self.http_collector = HttpCollector()
+        r.register(self.http_collector)
         self.http_in_flight = Gauge(
             "icy_backend_http_requests_in_flight",
             "HTTP requests being served now, by method.",

@@ -22,11 +22,11 @@ from __future__ import annotations
 from time import perf_counter
 from typing import Any, Final
 
-from prometheus_client.metrics import Counter, Histogram
 from starlette.routing import BaseRoute, Host, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from icy_backend.metrics.families import HTTP_METHOD_LABELS, Metrics
+from icy_backend.metrics.http_collector import HttpSeries
 
 UNMATCHED: Final = "<unmatched>"
 OTHER_METHOD: Final = "OTHER"
@@ -34,9 +34,6 @@ KNOWN_METHODS: Final = HTTP_METHOD_LABELS[:-1]
 DEFAULT_MAX_CACHED: Final = 10_000
 
 _METHOD_LABEL: Final[dict[str, str]] = {m: m for m in KNOWN_METHODS}
-
-# (requests counter child, duration histogram child, size histogram child)
-_Children = tuple[Counter, Histogram, Histogram]
 
 
 def _collect_templates(routes: list[BaseRoute], prefix: str, out: dict[int, tuple[BaseRoute, str]]) -> None:
@@ -62,11 +59,11 @@ class HttpMetricsMiddleware:
 
     def __init__(self, app: ASGIApp, metrics: Metrics, *, max_cached: int = DEFAULT_MAX_CACHED) -> None:
         self.app = app
-        self._metrics = metrics
         self._max_cached = max_cached
-        # Labelled children resolved once per (method, template, status): .labels() costs a lock and a tuple
-        # build, a dict hit costs nothing. Bounded; past the bound children are resolved per request.
-        self._children: dict[tuple[str, str, int], _Children] = {}
+        # Series resolved once per (method, template, status): a dict hit on the int status, no str(status) and
+        # no label tuple per request. Bounded; past the bound series are resolved through the collector.
+        self._children: dict[tuple[str, str, int], HttpSeries] = {}
+        self._collector = metrics.http_collector
         self._in_flight = metrics.http_in_flight_counts  # read by the gauge at scrape time
         # Route templates of the router last seen (the app's top router; one per app in practice).
         self._router: object = None
@@ -99,10 +96,7 @@ class HttpMetricsMiddleware:
         finally:
             duration = perf_counter() - start
             in_flight[method] -= 1
-            requests, durations, sizes = self._resolve(method, self._template(scope), status)
-            requests.inc()
-            durations.observe(duration)
-            sizes.observe(size)
+            self._resolve(method, self._template(scope), status).observe(duration, size)
 
     def _template(self, scope: Scope) -> str:
         route = scope.get("route")
@@ -132,17 +126,11 @@ class HttpMetricsMiddleware:
             self._templates[id(route)] = (route, template)
         return template
 
-    def _resolve(self, method: str, template: str, status: int) -> _Children:
+    def _resolve(self, method: str, template: str, status: int) -> HttpSeries:
         key = (method, template, status)
-        children = self._children.get(key)
-        if children is None:
-            m = self._metrics
-            labels = (method, template, str(status))
-            children = (
-                m.http_requests.labels(*labels),
-                m.http_request_duration.labels(*labels),
-                m.http_response_size.labels(*labels),
-            )
+        series = self._children.get(key)
+        if series is None:
+            series = self._collector.series(method, template, str(status))
             if len(self._children) < self._max_cached:
-                self._children[key] = children
-        return children
+                self._children[key] = series
+        return series

@@ -12,6 +12,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from icy_backend.metrics import Metrics, make_registry
 from icy_backend.metrics.business import LABEL_VALUES
 from icy_backend.metrics.families import PENDING_TRANSACTION_TYPES
+from icy_backend.metrics.http_collector import HTTP_FAMILIES, HTTP_LABELS
 from icy_backend.metrics.middleware import KNOWN_METHODS, OTHER_METHOD
 from icy_backend.settings import BREAKER_SERVICES
 
@@ -50,6 +51,9 @@ def registry_families() -> dict[str, Family]:
         exposed = w._name + "_total" if w._type == "counter" else w._name
         bounds = tuple(b for b in getattr(w, "_upper_bounds", ()) if not math.isinf(b))
         families[exposed] = (w._type, tuple(w._labelnames), bounds)
+    for spec in HTTP_FAMILIES:  # the HTTP request families are one custom collector, not wrappers
+        exposed = spec.name + "_total" if spec.type == "counter" else spec.name
+        families[exposed] = (spec.type, HTTP_LABELS, spec.buckets)
     # Nothing registered behind Metrics' back: collected families are exactly the wrappers' (+ collectors).
     collected = {
         f.name + "_total" if f.type == "counter" else f.name

@@ -32,11 +32,10 @@ def filled_registry() -> CollectorRegistry:
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     for i in range(50):
-        labels = ("GET", f"/route/{i}", "200")
-        metrics.http_requests.labels(*labels).inc(i)
-        metrics.http_request_duration.labels(*labels).observe(i / 100)
-        metrics.http_response_size.labels(*labels).observe(i * 1000)
-    metrics.http_requests.labels("GET", 'we"ird\\pa\nth', "500").inc()
+        series = metrics.http_collector.series("GET", f"/route/{i}", "200")
+        for j in range(i % 4):
+            series.observe(i / 100 + j, i * 1000 + j * 7)
+    metrics.http_collector.series("GET", 'we"ird\\pa\nth', "500").observe(0.5, 0)
     metrics.oracle_data_age.labels("treasury_btc").set(1e21)
     metrics.oracle_data_age.labels("circulated_icy").set(float("nan"))
     metrics.job_last_success.labels("x").set(1_700_000_000.123)
