@@ -132,6 +132,7 @@ async def _open(
         from icy_backend.sandbox import SANDBOX_BASE_URL, Sandbox
 
         sandbox = Sandbox(settings)
+        sandbox.reset_database()
         settings = sandbox.settings
         transport, sim_base_url = sandbox.transport, SANDBOX_BASE_URL
     check_wallet_matches_treasury(settings)

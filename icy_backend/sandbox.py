@@ -6,6 +6,7 @@ Only in ``APP_ENV=local`` with no chain endpoints configured (``Settings.sandbox
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -20,6 +21,9 @@ from icy_backend.sim.combined import Simulators
 log = logging.getLogger("icy_backend.sandbox")
 
 SANDBOX_BASE_URL = "http://sandbox"
+# The simulated chains start from genesis on every run, so the default sandbox database starts empty too
+# (indexer cursors of an earlier run would point past the new chain's head).
+SANDBOX_DB_FILE = Path("icy_backend.sandbox.sqlite3")
 # Demo pace: faster than production's 2 minutes unless INDEX_INTERVAL is set explicitly.
 SANDBOX_INDEX_INTERVAL = 15.0
 
@@ -39,9 +43,18 @@ class Sandbox:
             values["INDEX_INTERVAL"] = SANDBOX_INDEX_INTERVAL
         if "JOB_FIRST_RUN_DELAY" not in settings.model_fields_set:
             values["JOB_FIRST_RUN_DELAY"] = 2.0
+        self.fresh_database = not ({"DATABASE_URL", "DB_HOST"} & settings.model_fields_set)
+        if self.fresh_database:
+            values["DATABASE_URL"] = f"sqlite+aiosqlite:///./{SANDBOX_DB_FILE}"
         self.settings = Settings.model_validate(values)
         self.block_time = settings.SANDBOX_BLOCK_TIME
         self.transport = httpx.ASGITransport(app=self.sims.app)
+
+    def reset_database(self) -> None:
+        """Start the default sandbox database empty (a configured DATABASE_URL is left alone)."""
+        if self.fresh_database:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{SANDBOX_DB_FILE}{suffix}").unlink(missing_ok=True)
 
     async def seed_database(self, engine: AsyncEngine) -> None:
         await seed_locked_treasuries(engine, [self.locked_treasury])
