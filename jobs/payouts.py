@@ -41,6 +41,7 @@ def make_payout_job(
         else None
     )
     gauge = metrics.pending_transactions.labels("btc_payout")
+    broadcasting_gauge = metrics.pending_transactions.labels("btc_broadcasting")
 
     async def run(ctx: JobContext) -> None:
         try:
@@ -65,8 +66,13 @@ def make_payout_job(
             ctx.set_metadata("unconfirmed", len(report.unconfirmed))
         finally:
             await refresh_gauge(engine, gauge.set)
+            await refresh_gauge(engine, broadcasting_gauge.set, _count_broadcasting)
 
     return run
+
+
+async def _count_broadcasting(engine: AsyncEngine) -> int:
+    return await count_waiting(engine, ("broadcasting",))
 
 
 async def refresh_gauge(

@@ -21,7 +21,9 @@ HEALTH_DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 HTTP_METHOD_LABELS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER")
 
 BREAKER_STATE_VALUE = {"closed": 0, "half_open": 1, "open": 2}
-PENDING_TRANSACTION_TYPES = ("btc_payout", "swap_request")
+# btc_payout counts pending + broadcasting payouts; btc_broadcasting the broadcasting ones alone (a stuck
+# broadcast needs a person); swap_request the swap requests not yet completed or failed.
+PENDING_TRANSACTION_TYPES = ("btc_payout", "btc_broadcasting", "swap_request")
 
 
 class Metrics:

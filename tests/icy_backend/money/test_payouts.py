@@ -261,3 +261,25 @@ async def test_sqlite_two_processors_pay_once(world: BtcWorld, tmp_path: Path) -
     finally:
         for e in engines:
             await e.dispose()
+
+
+async def test_job_sets_pending_and_broadcasting_gauges(world: BtcWorld, engine: AsyncEngine) -> None:
+    from types import SimpleNamespace
+
+    from jobs.context import JobContext
+    from jobs.payouts import make_payout_job
+
+    def gauge(kind: str) -> float | None:
+        return world.metrics.registry.get_sample_value("icy_backend_pending_transactions", {"transaction_type": kind})
+
+    world.fund(1_000_000)
+    await add_payout(engine, 7, recipient(7), 70_000)
+    clients = SimpleNamespace(esplora=world.esplora(), prices=world.prices())
+    job = make_payout_job(engine, clients, world.settings, world.metrics)  # type: ignore[arg-type]
+    world.esplora_sim.faults.set(Fault(path="/tx", hang_after=True))
+    await job(JobContext("btc_pending_transaction_processing"))
+    assert (gauge("btc_payout"), gauge("btc_broadcasting")) == (1, 1)
+    world.esplora_sim.faults.clear()
+    await job(JobContext("btc_pending_transaction_processing"))
+    assert (gauge("btc_payout"), gauge("btc_broadcasting")) == (0, 0)
+    assert len(world.paid_to(recipient(7))) == 1
