@@ -253,6 +253,8 @@ class Settings(BaseSettings):
                 "BLOCKCHAIN_ICY_CONTRACT_ADDR",
                 "BLOCKCHAIN_ICY_SWAP_CONTRACT_ADDR",
                 "BLOCKCHAIN_SWAP_SIGNER_PRIVATE_KEY",
+                # Without a start point the ICY indexer would scan mainnet from block 0.
+                "BLOCKCHAIN_INITIAL_ICY_TRANSACTION_HASH",
             )
             if not _present(getattr(self, name))
         ]

@@ -20,6 +20,7 @@ PROD_ENV = {
     "BLOCKCHAIN_SWAP_SIGNER_PRIVATE_KEY": "0x" + "33" * 32,
     "BTC_BLOCKSTREAM_API_URL": "https://esplora.invalid/api",
     "BLOCKCHAIN_BASE_RPC_ENDPOINT": "https://rpc.invalid",
+    "BLOCKCHAIN_INITIAL_ICY_TRANSACTION_HASH": "0x" + "44" * 32,
 }
 
 
@@ -96,7 +97,12 @@ def test_prod_requires_chain_settings() -> None:
     with pytest.raises(SettingsError) as info:
         load({"APP_ENV": "prod", "API_KEY": "x" * 10})
     text = str(info.value)
-    for name in ("BTC_WALLET_WIF", "BLOCKCHAIN_ICY_CONTRACT_ADDR", "BTC_BLOCKSTREAM_API_URL"):
+    for name in (
+        "BTC_WALLET_WIF",
+        "BLOCKCHAIN_ICY_CONTRACT_ADDR",
+        "BTC_BLOCKSTREAM_API_URL",
+        "BLOCKCHAIN_INITIAL_ICY_TRANSACTION_HASH",
+    ):
         assert name in text
 
 
