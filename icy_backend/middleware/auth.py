@@ -21,10 +21,19 @@ OPEN_METHOD_PATHS = frozenset(
 )
 
 
+# path -> the methods open on it (None: every method); one dict lookup decides most requests.
+_OPEN_BY_PATH: dict[str, frozenset[str] | None] = {path: None for path in OPEN_PATHS}
+for _method, _path in OPEN_METHOD_PATHS:
+    if _path not in OPEN_PATHS:
+        _OPEN_BY_PATH[_path] = (_OPEN_BY_PATH.get(_path) or frozenset()) | {_method}
+
+
 def is_open(method: str, path: str) -> bool:
     """Whether ``method path`` is open in every environment. Everything else needs the key (default deny)."""
-    if path in OPEN_PATHS or (method, path) in OPEN_METHOD_PATHS:
-        return True
+    if path in _OPEN_BY_PATH:
+        methods = _OPEN_BY_PATH[path]
+        if methods is None or method in methods:
+            return True
     if method == "OPTIONS":  # CORS preflight never carries credentials
         return True
     return path.startswith(OPEN_PREFIXES)
@@ -43,7 +52,11 @@ class ApiKeyMiddleware:
         if scope["type"] != "http" or is_open(scope["method"], scope["path"]):
             await self.app(scope, receive, send)
             return
-        header = _header(scope, b"authorization")
+        header = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                header = bytes(value)
+                break
         if not header:
             await envelope(None, error="Missing API key", status_code=401)(scope, receive, send)
             return
@@ -52,10 +65,3 @@ class ApiKeyMiddleware:
             await envelope(None, error="Invalid API key", status_code=401)(scope, receive, send)
             return
         await self.app(scope, receive, send)
-
-
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value)
-    return None

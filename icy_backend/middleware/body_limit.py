@@ -7,6 +7,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from icy_backend.http.responses import envelope
 
 MAX_BODY_BYTES = 64 * 1024
+_HTTP1 = frozenset({"1.0", "1.1"})
 
 
 class _TooLarge(Exception):
@@ -24,6 +25,7 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        framed = False  # the request says it has a body: Content-Length or Transfer-Encoding
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -33,7 +35,15 @@ class BodyLimitMiddleware:
                 if declared < 0 or declared > self.max_bytes:
                     await self._reject(scope, receive, send, declared < 0)
                     return
+                framed = True
                 break
+            if name == b"transfer-encoding":
+                framed = True
+        if not framed and scope.get("http_version") in _HTTP1:
+            # HTTP/1.x: no Content-Length and no Transfer-Encoding means no body (RFC 9112 §6.3), nothing to count.
+            # (HTTP/2 and 3 can stream a body without either header, so those are always counted.)
+            await self.app(scope, receive, send)
+            return
 
         received = 0
         started = False

@@ -29,7 +29,7 @@ class ErrorEnvelopeMiddleware:
 
         async def send_wrapper(message: Message) -> None:
             nonlocal started
-            if message["type"] == "http.response.start":
+            if not started and message["type"] == "http.response.start":
                 started = True
             await send(message)
 

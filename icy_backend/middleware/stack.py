@@ -8,12 +8,12 @@ recorded as 500 and the request is still answered; CORS precedes auth so preflig
 from __future__ import annotations
 
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 
 from icy_backend.metrics.families import Metrics
 from icy_backend.metrics.middleware import HttpMetricsMiddleware
 from icy_backend.middleware.auth import ApiKeyMiddleware
 from icy_backend.middleware.body_limit import BodyLimitMiddleware
+from icy_backend.middleware.cors import CORSMiddleware
 from icy_backend.middleware.errors import ErrorEnvelopeMiddleware
 from icy_backend.settings import Settings
 
