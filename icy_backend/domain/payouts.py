@@ -23,12 +23,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import anyio
 import anyio.lowlevel
-from sqlalchemy import func, select, text, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from icy_backend.clients.errors import BroadcastRejected, UpstreamError, error_class
@@ -36,8 +35,10 @@ from icy_backend.clients.esplora import EsploraClient
 from icy_backend.clients.prices import PriceClient
 from icy_backend.db.engine import is_postgres
 from icy_backend.db.tables import onchain_btc_processed_transactions as payouts_table
+from icy_backend.db.types import utcnow
 from icy_backend.domain.btc_address import BtcAddress, InvalidAddress, parse_address
 from icy_backend.domain.btc_tx import BuiltTx, PayoutBuildError, Utxo, build_payout, fee_rate, parse_raw
+from icy_backend.domain.row_machine import RowLog, count_rows, fail_row, process_lock
 from icy_backend.domain.wallet import PayoutWallet
 from icy_backend.settings import Settings
 
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 T = payouts_table
 # pg_advisory_xact_lock key serialising payout building across replicas ("icy payout" as ASCII, fits int64).
 WALLET_LOCK_KEY = 0x6963792D706179
-_PROCESS_LOCKS: dict[tuple[object, str], anyio.Lock] = {}
+_rows = RowLog(log, "payout")
 RECENT_COMPLETED = timedelta(days=1)
 
 # Node answers to a broadcast, by what they mean for the stored transaction.
@@ -122,11 +123,11 @@ class PayoutProcessor:
                 on_item(kind)
 
         for row_id in await self._ids("broadcasting"):
-            outcome = await _guarded(row_id, self.reconcile(row_id, report))
+            outcome = await _rows.guarded(row_id, self.reconcile(row_id, report))
             if outcome != SKIPPED:
                 done(outcome)
         for row_id in await self._ids("pending"):
-            outcome = await _guarded(row_id, self.process(row_id, report))
+            outcome = await _rows.guarded(row_id, self.process(row_id, report))
             if outcome != SKIPPED:
                 done(outcome)
         return report
@@ -191,12 +192,12 @@ class PayoutProcessor:
                     network_fee=built.fee,
                     failure_reason=None,
                     attempts=T.c.attempts + 1,
-                    updated_at=_now(),
+                    updated_at=utcnow(),
                 )
             )
             if result.rowcount != 1:
                 return SKIPPED
-            _transition(row_id, "pending", "broadcasting")
+            _rows.transition(row_id, "pending", "broadcasting")
             return built
 
     async def _build(self, recipient: BtcAddress, amount: int, reserved: set[tuple[str, int]]) -> BuiltTx:
@@ -253,11 +254,11 @@ class PayoutProcessor:
             result = await conn.execute(
                 update(T)
                 .where(T.c.id == row_id, T.c.status == "broadcasting", T.c.btc_transaction_hash == txid)
-                .values(status="completed", processed_at=_now(), failure_reason=None, updated_at=_now())
+                .values(status="completed", processed_at=utcnow(), failure_reason=None, updated_at=utcnow())
             )
         if result.rowcount == 1:
             report.completed.append(row_id)
-            _transition(row_id, "broadcasting", "completed")
+            _rows.transition(row_id, "broadcasting", "completed")
             return None
         return SKIPPED  # another processor completed it first
 
@@ -308,12 +309,12 @@ class PayoutProcessor:
                     btc_transaction_hash=None,
                     network_fee=None,
                     failure_reason="inputs_spent_elsewhere",
-                    updated_at=_now(),
+                    updated_at=utcnow(),
                 )
             )
         if result.rowcount == 1:
             report.returned_to_pending.append(row_id)
-            _transition(row_id, "broadcasting", "pending", "inputs_spent_elsewhere")
+            _rows.transition(row_id, "broadcasting", "pending", "inputs_spent_elsewhere")
         return "inputs_spent_elsewhere"
 
     # ------------------------------------------------------------------ helpers
@@ -328,45 +329,22 @@ class PayoutProcessor:
         *,
         txid: str | None = None,
     ) -> None:
-        query = update(T).where(T.c.id == row_id, T.c.status == expected)
-        if txid is not None:
-            query = query.where(T.c.btc_transaction_hash == txid)
-        result = await conn.execute(
-            query.values(status="failed", failure_reason=reason, processed_at=_now(), updated_at=_now())
-        )
-        if result.rowcount == 1:
+        where = [T.c.btc_transaction_hash == txid] if txid is not None else []
+        if await fail_row(conn, T, row_id, expected, reason, *where):
             report.failed[row_id] = reason
-            _transition(row_id, expected, "failed", reason)
+            _rows.transition(row_id, expected, "failed", reason)
 
     async def _defer(self, conn: AsyncConnection, row_id: int, reason: str, report: PayoutRunReport) -> None:
         await conn.execute(
             update(T)
             .where(T.c.id == row_id, T.c.status == "pending")
-            .values(attempts=T.c.attempts + 1, failure_reason=reason, updated_at=_now())
+            .values(attempts=T.c.attempts + 1, failure_reason=reason, updated_at=utcnow())
         )
         report.deferred[row_id] = reason
-        log.info("payout %d: stays pending (%s)", row_id, reason)
+        _rows.stays(row_id, "pending", reason)
 
     def _wallet_lock(self) -> anyio.Lock:
-        # One lock per event loop and wallet: builds in this process never interleave (SQLite has no row
-        # locks; on PostgreSQL the advisory lock also covers other processes).
-        key = (anyio.lowlevel.current_token(), self.wallet.address)
-        lock = _PROCESS_LOCKS.get(key)
-        if lock is None:
-            lock = _PROCESS_LOCKS[key] = anyio.Lock()
-        return lock
-
-
-async def _guarded(row_id: int, step: Awaitable[str | None]) -> str | None:
-    """One item's unexpected error (a bug, the database) is that item's failure, not the run's end."""
-    try:
-        return await step
-    except SQLAlchemyError:
-        log.warning("payout %d: database error", row_id, exc_info=True)
-        return "database_error"
-    except Exception:
-        log.exception("payout %d: unexpected error", row_id)
-        return "internal_error"
+        return process_lock(f"btc-wallet:{self.wallet.address}")
 
 
 async def _reserved_outpoints(conn: AsyncConnection) -> set[tuple[str, int]]:
@@ -375,7 +353,7 @@ async def _reserved_outpoints(conn: AsyncConnection) -> set[tuple[str, int]]:
     The second set matters with several Esplora endpoints: one that has not seen a fresh payout in its mempool
     still lists its coins as unspent, and a second payout built on them could land in another node's mempool.
     """
-    recent = _now() - RECENT_COMPLETED
+    recent = utcnow() - RECENT_COMPLETED
     rows = await conn.execute(
         select(T.c.raw_tx).where(
             (T.c.status == "broadcasting") | ((T.c.status == "completed") & (T.c.processed_at >= recent))
@@ -390,20 +368,7 @@ async def _reserved_outpoints(conn: AsyncConnection) -> set[tuple[str, int]]:
 
 async def count_waiting(engine: AsyncEngine, statuses: Sequence[str] = ("pending", "broadcasting")) -> int:
     """Rows still to be paid (for ``icy_backend_pending_transactions{transaction_type="btc_payout"}``)."""
-    async with engine.connect() as conn:
-        value = await conn.scalar(select(func.count()).select_from(T).where(T.c.status.in_(list(statuses))))
-    return int(value or 0)
-
-
-def _transition(row_id: int, old: str, new: str, reason: str | None = None) -> None:
-    if reason:
-        log.info("payout %d: %s -> %s (%s)", row_id, old, new, reason)
-    else:
-        log.info("payout %d: %s -> %s", row_id, old, new)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
+    return await count_rows(engine, T, statuses)
 
 
 __all__ = ["SKIPPED", "WALLET_LOCK_KEY", "PayoutProcessor", "PayoutRunReport", "count_waiting"]

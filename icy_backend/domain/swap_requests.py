@@ -18,9 +18,8 @@ Conversion (fix: the old one was 100x too large): ``sats = icy_wei // (ratio * 1
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -32,14 +31,15 @@ from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from hexbytes import HexBytes
 from sqlalchemy import func, select, text, update
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from icy_backend.clients.errors import JsonRpcError, UpstreamError, error_class
 from icy_backend.clients.evm import EvmRpcClient
 from icy_backend.db.engine import is_postgres
 from icy_backend.db.tables import onchain_icy_transactions, swap_requests
+from icy_backend.db.types import utcnow
 from icy_backend.domain.oracle import OracleService
+from icy_backend.domain.row_machine import RowLog, count_rows, fail_row, process_lock
 from icy_backend.domain.signature import SwapSigner
 from icy_backend.domain.swap_validation import PricingUnavailable, SwapRejected, check_address, check_payable
 from icy_backend.settings import Settings
@@ -52,7 +52,7 @@ SWAP_ARG_TYPES = ["uint256", "string", "uint256", "uint256", "uint256", "bytes"]
 GAS_HEADROOM_NUM, GAS_HEADROOM_DEN = 12, 10  # estimate x 1.2
 SENDER_LOCK_KEY = 0x6963792D737770  # "icy-swp": serialises nonce allocation of the signer wallet
 SKIPPED = "skipped"
-_PROCESS_LOCKS: dict[tuple[object, str], anyio.Lock] = {}
+_rows = RowLog(log, "swap request")
 
 
 def swap_calldata(icy: int, btc_address: str, sats: int, nonce: int, deadline: int, signature: bytes) -> bytes:
@@ -106,11 +106,11 @@ class SwapRequestProcessor:
                 on_item(kind)
 
         for row_id in await self._ids("sending"):
-            outcome = await _guarded(row_id, self.reconcile(row_id, report))
+            outcome = await _rows.guarded(row_id, self.reconcile(row_id, report))
             if outcome != SKIPPED:
                 done(outcome)
         for row_id in await self._ids("pending"):
-            outcome = await _guarded(row_id, self.process(row_id, report))
+            outcome = await _rows.guarded(row_id, self.process(row_id, report))
             if outcome != SKIPPED:
                 done(outcome)
         return report
@@ -176,12 +176,12 @@ class SwapRequestProcessor:
                     signed_tx=raw,
                     evm_tx_hash=tx_hash,
                     failure_reason=None,
-                    updated_at=_now(),
+                    updated_at=utcnow(),
                 )
             )
             if result.rowcount != 1:
                 return SKIPPED
-            _transition(row_id, "pending", "sending")
+            _rows.transition(row_id, "pending", "sending")
             return raw, tx_hash
 
     async def _icy_received(self, conn: AsyncConnection, icy_tx: str, icy: int) -> bool:
@@ -273,11 +273,11 @@ class SwapRequestProcessor:
             result = await conn.execute(
                 update(R)
                 .where(R.c.id == row_id, R.c.status == "sending", R.c.evm_tx_hash == tx_hash)
-                .values(status=status, failure_reason=reason, processed_at=_now(), updated_at=_now())
+                .values(status=status, failure_reason=reason, processed_at=utcnow(), updated_at=utcnow())
             )
         if result.rowcount != 1:
             return SKIPPED
-        _transition(row_id, "sending", status, reason)
+        _rows.transition(row_id, "sending", status, reason)
         if status == "completed":
             report.completed.append(row_id)
             return None
@@ -294,12 +294,12 @@ class SwapRequestProcessor:
                     signed_tx=None,
                     evm_tx_hash=None,
                     failure_reason="nonce_replaced",
-                    updated_at=_now(),
+                    updated_at=utcnow(),
                 )
             )
         if result.rowcount == 1:
             report.returned_to_pending.append(row_id)
-            _transition(row_id, "sending", "pending", "nonce_replaced")
+            _rows.transition(row_id, "sending", "pending", "nonce_replaced")
         return "nonce_replaced"
 
     # ------------------------------------------------------------------ helpers
@@ -307,41 +307,22 @@ class SwapRequestProcessor:
     async def _fail(
         self, conn: AsyncConnection, row_id: int, expected: str, reason: str, report: SwapRequestReport
     ) -> None:
-        result = await conn.execute(
-            update(R)
-            .where(R.c.id == row_id, R.c.status == expected)
-            .values(status="failed", failure_reason=reason, processed_at=_now(), updated_at=_now())
-        )
-        if result.rowcount == 1:
+        if await fail_row(conn, R, row_id, expected, reason):
             report.failed[row_id] = reason
-            _transition(row_id, expected, "failed", reason)
+            _rows.transition(row_id, expected, "failed", reason)
 
     async def _defer(self, conn: AsyncConnection, row_id: int, reason: str, report: SwapRequestReport) -> str:
         await conn.execute(
-            update(R).where(R.c.id == row_id, R.c.status == "pending").values(failure_reason=reason, updated_at=_now())
+            update(R)
+            .where(R.c.id == row_id, R.c.status == "pending")
+            .values(failure_reason=reason, updated_at=utcnow())
         )
         report.deferred[row_id] = reason
-        log.info("swap request %d: stays pending (%s)", row_id, reason)
+        _rows.stays(row_id, "pending", reason)
         return reason
 
     def _sender_lock(self) -> anyio.Lock:
-        key = (anyio.lowlevel.current_token(), self.signer.address)
-        lock = _PROCESS_LOCKS.get(key)
-        if lock is None:
-            lock = _PROCESS_LOCKS[key] = anyio.Lock()
-        return lock
-
-
-async def _guarded(row_id: int, step: Awaitable[str | None]) -> str | None:
-    """One item's unexpected error (a bug, the database) is that item's failure, not the run's end."""
-    try:
-        return await step
-    except SQLAlchemyError:
-        log.warning("swap request %d: database error", row_id, exc_info=True)
-        return "database_error"
-    except Exception:
-        log.exception("swap request %d: unexpected error", row_id)
-        return "internal_error"
+        return process_lock(f"evm-signer:{self.signer.address}")
 
 
 def _nonce_of(raw: str) -> int:
@@ -351,20 +332,7 @@ def _nonce_of(raw: str) -> int:
 
 async def count_waiting(engine: AsyncEngine) -> int:
     """Requests not yet settled (``pending`` or ``sending``), for the pending gauge."""
-    async with engine.connect() as conn:
-        value = await conn.scalar(select(func.count()).select_from(R).where(R.c.status.in_(["pending", "sending"])))
-    return int(value or 0)
-
-
-def _transition(row_id: int, old: str, new: str, reason: str | None = None) -> None:
-    if reason:
-        log.info("swap request %d: %s -> %s (%s)", row_id, old, new, reason)
-    else:
-        log.info("swap request %d: %s -> %s", row_id, old, new)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
+    return await count_rows(engine, R, ("pending", "sending"))
 
 
 __all__ = ["SKIPPED", "SwapRequestProcessor", "SwapRequestReport", "count_waiting", "swap_calldata"]
