@@ -39,6 +39,9 @@ def _set(headers: list[tuple[bytes, bytes]], key: bytes, value: bytes) -> None:
 def _add_vary_origin(headers: list[tuple[bytes, bytes]]) -> None:
     """``headers["Vary"] = ", ".join([*headers.getlist("Vary"), "Origin"])``."""
     values = [value for key, value in headers if key == _VARY]
+    if not values:  # the usual case: nothing to merge or replace
+        headers.append((_VARY, b"Origin"))
+        return
     values.append(b"Origin")
     _set(headers, _VARY, b", ".join(values))
 
@@ -50,8 +53,10 @@ class CORSMiddleware(cors.CORSMiddleware):
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        # Starlette stores the headers back as a list (Headers(scope=scope)); do the same.
-        raw = scope["headers"] = list(scope["headers"])
+        # Starlette stores the headers back as a list (Headers(scope=scope)); do the same when they are not one.
+        raw = scope["headers"]
+        if not isinstance(raw, list):
+            raw = scope["headers"] = list(raw)
         origin: str | None = None
         preflight_asked = False
         for key, value in raw:
