@@ -59,17 +59,21 @@ class LoadResult:
     p99_ms: float
     errors: int  # non-2xx answers + socket errors (connect/read/write/timeout) or client exceptions
     detail: str = ""
+    non_2xx: int = 0
 
     def line(self) -> str:
         sla = P99_SLA_MS.get(self.endpoint)
         bound = f"{sla:.0f}" if sla is not None else "-"
         return (
             f"{self.endpoint:<38} {self.rps:>9.0f} {self.p50_ms:>8.1f} {self.p99_ms:>8.1f} {bound:>7}"
-            f" {self.errors:>6} {self.requests:>8}  {self.generator}"
+            f" {self.errors:>6} {self.non_2xx:>7} {self.requests:>8}  {self.generator}"
         )
 
 
-HEADER = f"{'endpoint':<38} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p99 SLA':>7} {'errors':>6} {'requests':>8}"
+HEADER = (
+    f"{'endpoint':<38} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p99 SLA':>7} {'errors':>6} {'non-2xx':>7}"
+    f" {'requests':>8}"
+)
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
@@ -87,9 +91,9 @@ def parse_wrk(endpoint: str, out: str, seconds: float) -> LoadResult:
     if not (rps_m and total_m and p50_m and p99_m):
         raise RuntimeError(f"unexpected wrk output:\n{out}")
     errors = 0
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    if non2xx:
-        errors += int(non2xx.group(1))
+    non2xx_m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    non2xx = int(non2xx_m.group(1)) if non2xx_m else 0
+    errors += non2xx
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if sock:
         errors += sum(int(g) for g in sock.groups())
@@ -103,6 +107,7 @@ def parse_wrk(endpoint: str, out: str, seconds: float) -> LoadResult:
         _ms(*p99_m.groups()),
         errors,
         detail=(sock.group(0) if sock else ""),
+        non_2xx=non2xx,
     )
 
 
@@ -246,6 +251,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=200, help="concurrent connections (default: %(default)s)")
     parser.add_argument("--max-requests", type=int, default=20000, help="httpx generator: bound per endpoint")
     parser.add_argument("--no-wrk", action="store_true", help="use the httpx load generator even if wrk exists")
+    parser.add_argument("--endpoint", action="append", default=None, help="only this path (repeatable)")
     parser.add_argument("--url", default=None, help="load an already running service (loopback only)")
     args = parser.parse_args()
     use_wrk = have_wrk() and not args.no_wrk
@@ -256,8 +262,10 @@ def main() -> None:
         print(f"load: {args.connections} connections, {args.seconds:.0f} s per endpoint, {base_url}")
         if not use_wrk:
             print("note: the httpx generator shares the CPUs with the server; its latencies are pessimistic")
+        endpoints = tuple(args.endpoint) if args.endpoint else ENDPOINTS
         results = run_load(
             base_url,
+            endpoints,
             seconds=args.seconds,
             connections=args.connections,
             use_wrk=use_wrk,
@@ -265,7 +273,7 @@ def main() -> None:
         )
         print(HEADER)
         for r in results:
-            print(r.line())
+            print(r.line() + (f"  [{r.detail}]" if r.detail else ""))
 
     if args.url:
         report(args.url)
