@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,3 +175,60 @@ async def _load_and_terminate(server: object, ctl: SimControl) -> None:
         f" {len(in_flight)} in flight when the listener closed; readyz 503 at +{flipped:.2f}s,"
         f" first refused at {first_refused if first_refused is None else f'+{first_refused:.2f}s'}"
     )
+
+
+async def test_sigkill_after_broadcast_then_restart_pays_once(tmp_path: Path) -> None:
+    """Killed between broadcast and its answer (Esplora accepts ``POST /tx`` but never replies): after a restart
+    the ``broadcasting`` row is reconciled from the chain, never paid a second time."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    require_pg()
+    name = unique_db_name("icy_e2e_sigkill")
+    db_url = await recreate_database(name)
+    for sub in ("sim", "first", "second"):
+        (tmp_path / sub).mkdir()
+    engine = create_async_engine(db_url)
+
+    async def broadcasting() -> int:
+        async with engine.connect() as conn:
+            value = await conn.scalar(
+                text("SELECT count(*) FROM onchain_btc_processed_transactions WHERE status = 'broadcasting'")
+            )
+        return int(value or 0)
+
+    try:
+        with simulator(tmp_path / "sim", block_time=0.5) as sim:
+            env = service_env(sim, db_url, INDEX_INTERVAL="0.5")
+            ctl = SimControl(sim)
+            try:
+                with serve(tmp_path / "first", env, ready_path="/readyz") as server:
+                    await ctl.client.put("/esplora/_sim/faults", json={"path": "/tx", "hang_after": True})
+                    assert await wait_for(lambda: _positive(broadcasting), timeout=30), "no payout reached broadcasting"
+                    server.process.kill()
+                    server.process.wait(10)
+                await ctl.clear()
+                payments_before = len(await ctl.payments())
+                assert payments_before > 0
+                with serve(tmp_path / "second", env, ready_path="/readyz") as again:
+                    async with httpx.AsyncClient(base_url=again.base_url, timeout=10) as c:
+
+                        async def reconciled() -> bool:
+                            job = (await c.get("/api/v1/health/jobs")).json()["jobs"]
+                            payout = job["btc_pending_transaction_processing"]
+                            return bool(payout["success_count"] >= 2) and await broadcasting() == 0
+
+                        assert await wait_for(reconciled, timeout=30)
+                    completed = await payouts_paid_once(db_url, ctl, sim.env["BLOCKCHAIN_BTC_TREASURY_ADDRESS"])
+                    log = again.log()
+                assert "Traceback" not in log
+                print(f"sigkill: {completed} payouts completed, each paid exactly once after the restart")
+            finally:
+                await ctl.aclose()
+    finally:
+        await engine.dispose()
+        await drop_database(name)
+
+
+async def _positive(count: Callable[[], Awaitable[int]]) -> bool:
+    return await count() > 0
