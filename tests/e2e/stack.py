@@ -170,6 +170,20 @@ class SimControl:
             raise RuntimeError(f"{method}: {body['error']}")
         return body["result"]
 
+    async def address_chain_txs(self, address: str, max_pages: int = 200) -> list[dict[str, Any]]:
+        """Every confirmed transaction of ``address``, newest first (Esplora paging, 25 per page)."""
+        txs: list[dict[str, Any]] = []
+        path = f"/esplora/address/{address}/txs/chain"
+        for _ in range(max_pages):
+            r = await self.client.get(path)
+            r.raise_for_status()
+            page: list[dict[str, Any]] = r.json()
+            txs += page
+            if len(page) < 25:
+                return txs
+            path = f"/esplora/address/{address}/txs/chain/{page[-1]['txid']}"
+        raise AssertionError("more history pages than expected")
+
     async def logs(self, address: str, topic0: str, from_block: int, to_block: int, chunk: int = 1000) -> list[Any]:
         """Every log of ``address`` with ``topic0`` in ``[from_block, to_block]`` (chunked under the range cap)."""
         found: list[Any] = []
