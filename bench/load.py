@@ -2,13 +2,13 @@
 
     .venv/bin/python -m bench.load                      # 30 s per endpoint, 200 connections, wrk if installed
     .venv/bin/python -m bench.load --seconds 5          # shorter run (what tests/e2e/test_load.py does)
-    .venv/bin/python -m bench.load --no-wrk             # force the bounded httpx load generator
+    .venv/bin/python -m bench.load --no-wrk             # force the bounded in-process (anyio) load generator
     .venv/bin/python -m bench.load --url http://127.0.0.1:8080   # an already running service
 
 Without ``--url`` it starts ``icy-backend simulate`` and ``icy-backend serve`` (APP_ENV=test, SANDBOX=off,
 PostgreSQL database ``icy_bench_load`` when 127.0.0.1:5432 answers, else SQLite) on free loopback ports, and pins
 the service to CPU 0 and wrk to the other CPUs when there are at least two. Prints throughput, p50 and p99 per
-endpoint and the error counts. The httpx generator runs in this process on the same machine: on 2 cores it
+endpoint and the error counts. The in-process generator runs in this process on the same machine: on 2 cores it
 competes with the server for CPU, so its figures are pessimistic; prefer wrk (``apt-get install -y wrk``).
 """
 
@@ -132,37 +132,96 @@ def wrk_load(base_url: str, endpoint: str, *, seconds: float, connections: int, 
     return parse_wrk(endpoint, out.stdout, seconds)
 
 
-async def httpx_load(
-    base_url: str, endpoint: str, *, seconds: float, connections: int, max_requests: int
-) -> LoadResult:
-    """``connections`` concurrent workers on one pooled client; stops at ``seconds`` or ``max_requests``."""
+class _RawConnection:
+    """A minimal HTTP/1.1 keep-alive GET client on one anyio TCP stream (cheap enough to run 200 of them in the
+    same process as a load generator; httpx's pool costs more per request than the server does)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.stream: anyio.abc.SocketStream | None = None
+        self.buffer = b""
+
+    async def get(self, path: str) -> int:
+        if self.stream is None:
+            self.stream = await anyio.connect_tcp(self.host, self.port)
+            self.buffer = b""
+        request = f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nAccept: */*\r\n\r\n"
+        await self.stream.send(request.encode())
+        head = await self._until(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        if "content-length" in headers:
+            await self._exactly(int(headers["content-length"]))
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
+            while True:
+                size = int((await self._until(b"\r\n")).split(b";")[0], 16)
+                await self._exactly(size + 2)
+                if size == 0:
+                    break
+        if headers.get("connection", "").lower() == "close":
+            await self.aclose()
+        return status
+
+    async def _fill(self) -> None:
+        assert self.stream is not None
+        self.buffer += await self.stream.receive(65536)
+
+    async def _until(self, marker: bytes) -> bytes:
+        while marker not in self.buffer:
+            await self._fill()
+        head, _, self.buffer = self.buffer.partition(marker)
+        return head
+
+    async def _exactly(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            await self._fill()
+        data, self.buffer = self.buffer[:n], self.buffer[n:]
+        return data
+
+    async def aclose(self) -> None:
+        if self.stream is not None:
+            await self.stream.aclose()
+            self.stream = None
+
+
+async def raw_load(base_url: str, endpoint: str, *, seconds: float, connections: int, max_requests: int) -> LoadResult:
+    """``connections`` keep-alive connections in this process; stops at ``seconds`` or ``max_requests``."""
+    parsed = httpx.URL(base_url)
+    host, port = parsed.host, parsed.port or 80
     latencies: list[float] = []
     errors = 0
     sent = 0
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    kinds: dict[str, int] = {}
     deadline = time.perf_counter() + seconds
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker() -> None:
         nonlocal errors, sent
-        while sent < max_requests and time.perf_counter() < deadline:
-            sent += 1
-            t = time.perf_counter()
-            try:
-                r = await client.get(endpoint)
-                ok = 200 <= r.status_code < 300
-            except httpx.HTTPError:
-                ok = False
-            latencies.append(time.perf_counter() - t)
-            if not ok:
-                errors += 1
+        conn = _RawConnection(host, port)
+        try:
+            while sent < max_requests and time.perf_counter() < deadline:
+                sent += 1
+                t = time.perf_counter()
+                try:
+                    with anyio.fail_after(10):
+                        status = await conn.get(endpoint)
+                    kind = "" if 200 <= status < 300 else f"status {status}"
+                except (OSError, TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError, ValueError) as exc:
+                    kind = type(exc).__name__
+                    await conn.aclose()
+                latencies.append(time.perf_counter() - t)
+                if kind:
+                    errors += 1
+                    kinds[kind] = kinds.get(kind, 0) + 1
+        finally:
+            await conn.aclose()
 
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=10) as client:
-        start = time.perf_counter()
-        with anyio.fail_after(seconds + 30):
-            async with anyio.create_task_group() as tg:
-                for _ in range(connections):
-                    tg.start_soon(worker, client)
-        elapsed = time.perf_counter() - start
+    start = time.perf_counter()
+    with anyio.fail_after(seconds + 30):
+        async with anyio.create_task_group() as tg:
+            for _ in range(connections):
+                tg.start_soon(worker)
+    elapsed = time.perf_counter() - start
     latencies.sort()
     n = len(latencies)
 
@@ -171,13 +230,15 @@ async def httpx_load(
 
     return LoadResult(
         endpoint,
-        f"httpx ({connections} workers, <= {max_requests} req)",
+        f"python ({connections} connections, <= {max_requests} req)",
         n,
         elapsed,
         n / elapsed,
         pct(0.5),
         pct(0.99),
         errors,
+        detail=", ".join(f"{k}: {v}" for k, v in sorted(kinds.items())),
+        non_2xx=sum(v for k, v in kinds.items() if k.startswith("status")),
     )
 
 
@@ -198,7 +259,7 @@ def run_load(
         else:
             results.append(
                 anyio.run(
-                    lambda e=endpoint: httpx_load(  # type: ignore[misc]
+                    lambda e=endpoint: raw_load(  # type: ignore[misc]
                         base_url, e, seconds=seconds, connections=connections, max_requests=max_requests
                     )
                 )
@@ -249,8 +310,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=30.0, help="per endpoint (default: %(default)s)")
     parser.add_argument("--connections", type=int, default=200, help="concurrent connections (default: %(default)s)")
-    parser.add_argument("--max-requests", type=int, default=20000, help="httpx generator: bound per endpoint")
-    parser.add_argument("--no-wrk", action="store_true", help="use the httpx load generator even if wrk exists")
+    parser.add_argument("--max-requests", type=int, default=20000, help="in-process generator: bound per endpoint")
+    parser.add_argument("--no-wrk", action="store_true", help="use the in-process load generator even if wrk exists")
     parser.add_argument("--endpoint", action="append", default=None, help="only this path (repeatable)")
     parser.add_argument("--url", default=None, help="load an already running service (loopback only)")
     args = parser.parse_args()
@@ -261,7 +322,7 @@ def main() -> None:
     def report(base_url: str) -> None:
         print(f"load: {args.connections} connections, {args.seconds:.0f} s per endpoint, {base_url}")
         if not use_wrk:
-            print("note: the httpx generator shares the CPUs with the server; its latencies are pessimistic")
+            print("note: the in-process generator shares the CPUs with the server; its latencies are pessimistic")
         endpoints = tuple(args.endpoint) if args.endpoint else ENDPOINTS
         results = run_load(
             base_url,

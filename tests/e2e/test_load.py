@@ -3,7 +3,7 @@
 Zero errors and p99 within the SLA of SPEC §5 (``/metrics`` and the oracle route have none: reported only).
 The suite runs a short bounded phase per endpoint (``ICY_E2E_LOAD_SECONDS``, default 5;
 ``ICY_E2E_LOAD_CONNECTIONS``, default 200); ``python -m bench.load`` runs the full 30 s version. wrk is used when
-installed; otherwise a bounded httpx generator runs in this process — on 2 cores it competes with the server,
+installed; otherwise a bounded in-process (anyio, raw HTTP/1.1) generator runs in this process — on 2 cores it competes with the server,
 so with it the p99 bounds are reported, not asserted.
 """
 
@@ -24,10 +24,12 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 SECONDS = float(os.environ.get("ICY_E2E_LOAD_SECONDS", "5"))
 CONNECTIONS = int(os.environ.get("ICY_E2E_LOAD_CONNECTIONS", "200"))
-MAX_REQUESTS = 3000  # httpx fallback: bound per endpoint
+MAX_REQUESTS = 3000  # in-process fallback: bound per endpoint
 # With a closed-loop generator, latency = connections / throughput (Little's law): the p99 bound is a throughput
 # bound (see the report in bench/load.py); ICY_E2E_LOAD_STRICT=1 asserts it, by default it is reported.
 STRICT = os.environ.get("ICY_E2E_LOAD_STRICT", "0") == "1"
+# ICY_E2E_LOAD_GENERATOR=python forces the in-process generator even when wrk is installed.
+USE_WRK = have_wrk() and os.environ.get("ICY_E2E_LOAD_GENERATOR", "auto") != "python"
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +63,7 @@ def _print(request: pytest.FixtureRequest, results: list[LoadResult]) -> None:
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
 def test_endpoint_under_load(loaded: tuple[str, list[LoadResult]], endpoint: str) -> None:
     base_url, results = loaded
-    use_wrk = have_wrk()
+    use_wrk = USE_WRK
     (result,) = run_load(
         base_url, (endpoint,), seconds=SECONDS, connections=CONNECTIONS, use_wrk=use_wrk, max_requests=MAX_REQUESTS
     )
