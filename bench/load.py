@@ -29,6 +29,7 @@ from pathlib import Path
 import anyio
 import httpx
 
+BENCH_DB = "icy_bench_load"
 ENDPOINTS: tuple[str, ...] = (
     "/healthz",
     "/readyz",
@@ -302,7 +303,7 @@ def _database_url(tmp: Path) -> str:
     from tests.pg import pg_reachable, recreate_database
 
     if pg_reachable():
-        return anyio.run(recreate_database, "icy_bench_load")
+        return anyio.run(recreate_database, BENCH_DB)
     return f"sqlite+aiosqlite:///{tmp}/bench.sqlite3"
 
 
@@ -341,8 +342,15 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="icy-bench-load-") as tmp_name:
         tmp = Path(tmp_name)
-        with own_service(tmp, _database_url(tmp)) as base_url:
-            report(base_url)
+        database_url = _database_url(tmp)
+        try:
+            with own_service(tmp, database_url) as base_url:
+                report(base_url)
+        finally:
+            if database_url.startswith("postgresql"):
+                from tests.e2e.stack import drop_database
+
+                anyio.run(drop_database, BENCH_DB)
 
 
 if __name__ == "__main__":
