@@ -26,6 +26,7 @@ from icy_backend.db.migrate import upgrade
 from icy_backend.domain.oracle import OracleService
 from icy_backend.domain.wallet import check_wallet_matches_treasury
 from icy_backend.http.responses import ApiError, envelope
+from icy_backend.http.unavailable import EXCEPTION_HANDLERS
 from icy_backend.job_bodies import build_job_bodies
 from icy_backend.lifecycle import Lifecycle
 from icy_backend.metrics import Metrics, make_registry
@@ -108,7 +109,7 @@ def create_app(
     app = Starlette(
         routes=app_routes(metrics, settings),
         middleware=middleware_stack(settings, metrics),
-        exception_handlers={HTTPException: _http_exception, ApiError: _api_error},
+        exception_handlers={HTTPException: _http_exception, ApiError: _api_error, **EXCEPTION_HANDLERS},
         lifespan=lifespan,
     )
     app.state.lifecycle = lifecycle

@@ -16,7 +16,8 @@ def make_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
     """Create the engine for ``url`` (default: the configured database)."""
     url = url or settings.database_url
     timeout = settings.DB_CONNECT_TIMEOUT_SECONDS
-    kwargs: dict[str, Any] = {"pool_pre_ping": False}
+    # hide_parameters: error messages (and so logs) never carry bound values such as addresses or amounts.
+    kwargs: dict[str, Any] = {"pool_pre_ping": False, "hide_parameters": True}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": timeout}
     else:

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 def unavailable(exc: Exception, message: str) -> ApiError:
     """A 503 envelope naming only the error class (``circuit_open``, ``timeout``, ...), never the text."""
     cls = "database_unavailable" if isinstance(exc, SQLAlchemyError) else error_class(exc)
-    log.warning("%s: %s", message, cls, exc_info=exc if not isinstance(exc, UpstreamError) else None)
+    log.warning("%s: %s (%s: %s)", message, cls, type(exc).__name__, exc)
     headers = None
     retry_after = getattr(exc, "retry_after", None)
     if isinstance(retry_after, int | float) and retry_after > 0:

@@ -464,9 +464,6 @@ async def test_database_fault(matrix: Matrix, tmp_path: Path, kind: str) -> None
             assert t.ms < 3000, t
             assert_clean_envelope(t)
         assert ratio.status == 503, ratio
-        if tx.status == 500:
-            # Open defect (reported): icy_backend/routes/transactions.py lets the database error reach the error
-            # middleware, so a database outage answers 500 "Internal server error" instead of a 503.
-            pytest.xfail("GET /api/v1/transactions answers 500, not 503, while the database is down")
         assert tx.status == 503, tx
+        assert tx.body["error"] == "database_unavailable", tx
         assert "Traceback" not in server.log()

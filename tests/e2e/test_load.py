@@ -3,8 +3,8 @@
 Zero errors and p99 within the SLA of SPEC §5 (``/metrics`` and the oracle route have none: reported only).
 The suite runs a short bounded phase per endpoint (``ICY_E2E_LOAD_SECONDS``, default 5;
 ``ICY_E2E_LOAD_CONNECTIONS``, default 200); ``python -m bench.load`` runs the full 30 s version. wrk is used when
-installed; otherwise a bounded in-process (anyio, raw HTTP/1.1) generator runs in this process — on 2 cores it competes with the server,
-so with it the p99 bounds are reported, not asserted.
+installed; otherwise a bounded in-process (anyio, raw HTTP/1.1) generator runs in this process — on 2 cores it
+competes with the server, so with it the p99 bounds are reported, not asserted.
 """
 
 from __future__ import annotations

@@ -181,3 +181,29 @@ async def test_no_auth_outside_prod(tmp_path: Path) -> None:
     async with client_for(app) as client:
         r = await client.post("/t/echo", json={"icy_amount": "1", "count": 1})
         assert r.status_code == 200
+
+
+async def test_database_outage_is_503_not_500(tmp_path: Path) -> None:
+    # A route that does not map a database outage itself still answers a clean 503 (found by the e2e fault
+    # matrix: GET /api/v1/transactions used to answer 500 with a traceback in the log while the database was down).
+    closed_port = "postgresql+asyncpg://postgres@127.0.0.1:1/none"
+    app = _app(_settings(tmp_path, APP_ENV="dev", DATABASE_URL=closed_port, DB_CONNECT_TIMEOUT_SECONDS="0.5"))
+    async with client_for(app) as client:
+        r = await client.get("/api/v1/transactions")
+        assert r.status_code == 503
+        assert r.json() == {"data": None, "message": "Database unavailable", "error": "database_unavailable"}
+
+
+async def test_unmapped_upstream_failure_is_503_with_its_class(tmp_path: Path) -> None:
+    from icy_backend.clients.errors import CircuitOpenError
+
+    async def open_breaker(request: Request):  # type: ignore[no-untyped-def]
+        raise CircuitOpenError("blockstream_api", retry_after=12.5)
+
+    app = _app(_settings(tmp_path))
+    app.router.routes.append(Route("/t/open", open_breaker))
+    async with client_for(app) as client:
+        r = await client.get("/t/open")
+        assert r.status_code == 503
+        assert r.json()["error"] == "circuit_open"
+        assert r.headers["retry-after"] == "12"
