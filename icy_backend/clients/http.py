@@ -335,17 +335,25 @@ class Upstream:
         """One direct request to the current endpoint: no breaker, no retry, no failover, no metrics."""
         if not self.endpoints.urls:
             raise NotConfigured(self.service, "no endpoint configured")
-        try:
-            response = await self.http.request(
-                request.method,
-                self.endpoints.current + request.path,
-                params=request.params,
-                json=request.json,
-                content=request.content,
-                headers=request.headers,
-            )
-        except httpx.TransportError as exc:
-            raise map_transport_error(self.service, "probe", exc) from None
+        url = self.endpoints.current + request.path
+        for attempt in (1, 2):
+            try:
+                response = await self.http.request(
+                    request.method,
+                    url,
+                    params=request.params,
+                    json=request.json,
+                    content=request.content,
+                    headers=request.headers,
+                )
+                break
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+                # A pooled keep-alive connection the server closed as we reused it: the upstream is not down.
+                # One fresh attempt tells the two apart (probes are cheap idempotent reads).
+                if attempt == 2:
+                    raise map_transport_error(self.service, "probe", exc) from None
+            except httpx.TransportError as exc:
+                raise map_transport_error(self.service, "probe", exc) from None
         if not 200 <= response.status_code < 300:
             raise self.status_error(response)
         try:
