@@ -19,6 +19,9 @@ from icy_backend.metrics.families import Metrics
 from icy_backend.settings import Settings
 
 CALL_DEADLINE = 10.0
+# Mochi Pay is an optional addend of circulated ICY (a failure counts as 0 with a warning): a hanging Mochi Pay
+# must not hold every oracle computation for the full call deadline.
+MOCHI_DEADLINE = 3.0
 # Read below the call deadline so a hanging endpoint leaves time to fail over to the next one.
 TIMEOUT = httpx.Timeout(connect=3.0, read=4.0, write=4.0, pool=3.0)
 LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=10, keepalive_expiry=30.0)
@@ -73,7 +76,7 @@ async def open_clients(
 
         mochi = None
         if mochi_url:
-            mochi = MochiPayClient(await client(), mochi_url, breakers, metrics, deadline=CALL_DEADLINE)
+            mochi = MochiPayClient(await client(), mochi_url, breakers, metrics, deadline=MOCHI_DEADLINE)
         yield Clients(
             esplora=EsploraClient(await client(), btc, breakers, metrics, deadline=CALL_DEADLINE),
             evm=EvmRpcClient(await client(), rpc, breakers, metrics, deadline=CALL_DEADLINE),

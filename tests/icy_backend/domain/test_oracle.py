@@ -228,3 +228,18 @@ async def test_single_flight_shares_errors_and_does_not_cache_them() -> None:
     assert len(errors) == 5
     assert calls == 1
     assert (await cache.get()).value == 7
+
+
+@pytest.mark.anyio
+@pytest.mark.postgres
+async def test_hanging_mochi_pay_costs_its_short_deadline_not_the_call_deadline(
+    env: SimEnv, engine: AsyncEngine
+) -> None:
+    # Found by the e2e fault matrix: a hanging optional source held circulated ICY for the full 10 s deadline.
+    env.sims.mochi.faults.set(Fault(path="*", hang=True))
+    oracle = _oracle(env, engine)
+    started = anyio.current_time()
+    result = await oracle.circulated_icy(fresh=True)
+    assert anyio.current_time() - started < 5
+    assert result.value == env.sims.circulated_wei() - env.sims.mochi.value_wei
+    assert "mochi_pay" in result.warnings[0]
