@@ -31,9 +31,13 @@ def require_pg() -> None:
     pytest.skip("PostgreSQL not reachable")
 
 
-async def recreate_database(name: str) -> str:
-    """Drop and create database ``name``; return its asyncpg URL."""
-    require_pg()
+def unique_db_name(prefix: str) -> str:
+    """A database name unique to this test process: several suite runs may share one PostgreSQL server."""
+    return f"{prefix}_{os.getpid()}"
+
+
+async def drop_database(name: str) -> None:
+    """Drop database ``name``, terminating its sessions first."""
     admin = create_async_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         async with admin.connect() as conn:
@@ -45,6 +49,17 @@ async def recreate_database(name: str) -> str:
                 {"n": name},
             )
             await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    finally:
+        await admin.dispose()
+
+
+async def recreate_database(name: str) -> str:
+    """Drop and create database ``name``; return its asyncpg URL."""
+    require_pg()
+    await drop_database(name)
+    admin = create_async_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
             await conn.execute(text(f'CREATE DATABASE "{name}"'))
     finally:
         await admin.dispose()

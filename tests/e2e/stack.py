@@ -225,33 +225,6 @@ async def wait_for(predicate: Any, *, timeout: float, interval: float = 0.2) -> 
         await anyio.sleep(interval)
 
 
-def unique_db_name(prefix: str) -> str:
-    """A database name unique to this test process: several suite runs share one PostgreSQL server."""
-    return f"{prefix}_{os.getpid()}"
-
-
-async def drop_database(name: str) -> None:
-    """Drop ``name`` (terminating its sessions); best effort, for fixture teardown."""
-    from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    from tests.pg import ADMIN_URL
-
-    admin = create_async_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as conn:
-            await conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE datname = :n AND pid <> pg_backend_pid()"
-                ),
-                {"n": name},
-            )
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-    finally:
-        await admin.dispose()
-
-
 async def payouts_paid_once(database_url: str, ctl: SimControl, treasury: str) -> int:
     """Assert every completed payout is exactly one simulator payment and no swap is paid twice.
 

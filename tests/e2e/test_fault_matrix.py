@@ -41,16 +41,14 @@ from tests.e2e.stack import (
     Simulator,
     Timed,
     closed_port,
-    drop_database,
     payouts_paid_once,
     service_env,
     silent_listener,
     simulator,
     timed_get,
-    unique_db_name,
     wait_for,
 )
-from tests.pg import recreate_database, require_pg
+from tests.pg import drop_database, recreate_database, require_pg, unique_db_name
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres, pytest.mark.slow]
 

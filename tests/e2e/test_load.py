@@ -17,8 +17,7 @@ import anyio
 import pytest
 
 from bench.load import ENDPOINTS, HEADER, P99_SLA_MS, LoadResult, have_wrk, own_service, run_load
-from tests.e2e.stack import drop_database, unique_db_name
-from tests.pg import recreate_database, require_pg
+from tests.pg import drop_database, recreate_database, require_pg, unique_db_name
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

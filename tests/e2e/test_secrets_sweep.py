@@ -28,8 +28,8 @@ from eth_account import Account
 from icy_backend.sim.btc_wallet import P2wpkhKey
 from jobs.definitions import JOB_NAMES
 from tests.e2e.server import REPO, serve
-from tests.e2e.stack import HEALTH_PATHS, SimControl, drop_database, service_env, simulator, unique_db_name, wait_for
-from tests.pg import recreate_database, require_pg
+from tests.e2e.stack import HEALTH_PATHS, SimControl, service_env, simulator, wait_for
+from tests.pg import drop_database, recreate_database, require_pg, unique_db_name
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres, pytest.mark.slow]
 

@@ -6,6 +6,8 @@ Found by the e2e fault matrix: one probe hit a connection the server had just cl
 
 from __future__ import annotations
 
+import contextlib
+
 import anyio
 import httpx
 import pytest
@@ -31,10 +33,8 @@ async def test_probe_retries_once_on_a_dropped_keep_alive_connection(metrics: Me
         async with stream:
             await stream.receive()
             await stream.send(ANSWER)
-            try:
+            with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
                 await stream.receive()
-            except (anyio.EndOfStream, anyio.BrokenResourceError):
-                pass
 
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
     port = listener.extra(anyio.abc.SocketAttribute.local_port)

@@ -13,7 +13,7 @@ from icy_backend.db.engine import make_engine
 from icy_backend.db.migrate import downgrade, upgrade
 from icy_backend.db.tables import metadata
 from icy_backend.settings import load_settings
-from tests.pg import recreate_database
+from tests.pg import drop_database, recreate_database, unique_db_name
 
 pytestmark = pytest.mark.anyio
 
@@ -49,8 +49,12 @@ async def _roundtrip(engine: AsyncEngine) -> dict[str, Any]:
 async def test_same_schema_on_both_backends_and_matches_tables(tmp_path: Path) -> None:
     settings = load_settings({}, env_file=None)
     sqlite_schema = await _roundtrip(make_engine(settings, f"sqlite+aiosqlite:///{tmp_path}/m.sqlite3"))
-    pg_url = await recreate_database("icy_migrations_test")
-    pg_schema = await _roundtrip(make_engine(settings, pg_url))
+    name = unique_db_name("icy_migrations")
+    pg_url = await recreate_database(name)
+    try:
+        pg_schema = await _roundtrip(make_engine(settings, pg_url))
+    finally:
+        await drop_database(name)
     assert sqlite_schema == pg_schema
     assert set(sqlite_schema) == set(metadata.tables)
     for name, table in metadata.tables.items():
