@@ -8,6 +8,7 @@ a 500 with a traceback: these are conditions that clear, not bugs. The full erro
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from sqlalchemy import exc as sa_exc
 from starlette.requests import Request
@@ -65,7 +66,9 @@ def _route(request: Request) -> str:
     return getattr(request.scope.get("route"), "path", "<unmatched>")
 
 
-EXCEPTION_HANDLERS = {
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+EXCEPTION_HANDLERS: dict[type[Exception], Handler] = {
     **dict.fromkeys(DATABASE_UNAVAILABLE, database_unavailable),
     UpstreamError: upstream_unavailable,
     # asyncpg raises these directly on connect (refused, connect timeout) before SQLAlchemy wraps anything.
