@@ -21,14 +21,12 @@ import pytest
 from tests.e2e.server import serve
 from tests.e2e.stack import (
     SimControl,
-    drop_database,
     payouts_paid_once,
     service_env,
     simulator,
-    unique_db_name,
     wait_for,
 )
-from tests.pg import recreate_database, require_pg
+from tests.pg import drop_database, recreate_database, require_pg, unique_db_name
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres, pytest.mark.slow]
 
