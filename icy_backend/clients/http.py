@@ -290,16 +290,8 @@ class Upstream:
         parse: Callable[[httpx.Response], T],
         accept: frozenset[int],
     ) -> T:
-        url = self.endpoints.urls[index] + request.path
         try:
-            response = await self.http.request(
-                request.method,
-                url,
-                params=request.params,
-                json=request.json,
-                content=request.content,
-                headers=request.headers,
-            )
+            response = await self._send(self.endpoints.urls[index], request)
         except httpx.TransportError as exc:
             err = map_transport_error(self.service, op, exc)
             if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
@@ -324,6 +316,16 @@ class Upstream:
         self.endpoints.succeeded(index)
         return result
 
+    async def _send(self, base_url: str, request: Request) -> httpx.Response:
+        return await self.http.request(
+            request.method,
+            base_url + request.path,
+            params=request.params,
+            json=request.json,
+            content=request.content,
+            headers=request.headers,
+        )
+
     def status_error(self, response: httpx.Response) -> UpstreamHTTPStatus:
         """The typed error for a non-accepted HTTP status (subclasses may specialise)."""
         retry_after = parse_retry_after(response.headers.get("retry-after"))
@@ -335,17 +337,9 @@ class Upstream:
         """One direct request to the current endpoint: no breaker, no retry, no failover, no metrics."""
         if not self.endpoints.urls:
             raise NotConfigured(self.service, "no endpoint configured")
-        url = self.endpoints.current + request.path
         for attempt in (1, 2):
             try:
-                response = await self.http.request(
-                    request.method,
-                    url,
-                    params=request.params,
-                    json=request.json,
-                    content=request.content,
-                    headers=request.headers,
-                )
+                response = await self._send(self.endpoints.current, request)
                 break
             except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
                 # A pooled keep-alive connection the server closed as we reused it: the upstream is not down.
