@@ -11,16 +11,17 @@ import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class _WithState:
-    """What a server does: copy the lifespan state into every request scope."""
+class WithState:
+    """What a server does: copy the lifespan state into every request scope (httpx's ASGITransport runs no
+    lifespan)."""
 
     def __init__(self, app: ASGIApp, state: dict[str, Any]) -> None:
         self.app = app
         self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope = dict(scope)
-        scope["state"] = dict(self.state)
+        if scope["type"] == "http":
+            scope = {**scope, "state": dict(self.state)}
         await self.app(scope, receive, send)
 
 
@@ -58,6 +59,6 @@ async def lifespan(app: ASGIApp) -> AsyncIterator[dict[str, Any]]:
 async def client_for(app: ASGIApp, base_url: str = "http://testserver") -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client talking to ``app`` in-process, with its lifespan running."""
     async with lifespan(app) as state:
-        transport = httpx.ASGITransport(app=_WithState(app, state), raise_app_exceptions=False)
+        transport = httpx.ASGITransport(app=WithState(app, state), raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
             yield client

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import uuid
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from icy_backend.db.migrate import upgrade
+from icy_backend.db.tables import ALL_TABLES
 
 PG_HOST = os.environ.get("ICY_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("ICY_TEST_PG_PORT", "5432"))
@@ -63,4 +69,40 @@ async def recreate_database(name: str) -> str:
             await conn.execute(text(f'CREATE DATABASE "{name}"'))
     finally:
         await admin.dispose()
+    return url_for(name)
+
+
+def url_for(name: str) -> str:
     return f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/{name}"
+
+
+async def _create_migrated(name: str) -> str:
+    url = await recreate_database(name)
+    engine = create_async_engine(url)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+    return url
+
+
+def private_database(prefix: str) -> Iterator[str]:
+    """For a module- or session-scoped fixture: a uniquely named, migrated database, dropped at the end.
+
+    Other tests use the shared ``test`` database concurrently, so suites that empty tables get their own.
+    """
+    require_pg()
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    try:
+        yield asyncio.run(_create_migrated(name))
+    finally:
+        asyncio.run(drop_database(name))
+
+
+async def emptied_engine(url: str, **kwargs: int) -> AsyncEngine:
+    """An engine on ``url`` with every table of the schema emptied (identities restarted)."""
+    engine = create_async_engine(url, **kwargs)
+    names = ", ".join(t.name for t in ALL_TABLES)
+    async with engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY"))
+    return engine

@@ -7,20 +7,14 @@ every test starts with empty tables.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import re
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,79 +22,27 @@ from starlette.routing import BaseRoute
 
 from icy_backend.breakers import Breakers
 from icy_backend.clients.factory import Clients, open_clients
-from icy_backend.db.migrate import upgrade
-from icy_backend.db.tables import ALL_TABLES
 from icy_backend.http.responses import ApiError
 from icy_backend.metrics import Metrics, make_registry
 from icy_backend.settings import Settings, load_settings
 from icy_backend.sim.combined import Simulators
-
-ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
-
-
-def _url_for(db: str) -> str:
-    return re.sub(r"/[^/]*$", f"/{db}", ADMIN_URL)
-
-
-async def _admin(sql: str) -> None:
-    engine = create_async_engine(ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"timeout": 3})
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(sql))
-    finally:
-        await engine.dispose()
-
-
-async def _migrate(url: str) -> None:
-    engine = create_async_engine(url)
-    try:
-        await upgrade(engine)
-    finally:
-        await engine.dispose()
+from tests import pg
+from tests.asgi import WithState
 
 
 def private_database() -> Iterator[str]:
     """Create, migrate and finally drop a uniquely named database; skip when PostgreSQL is unreachable."""
-    name = f"icy_dom_{uuid.uuid4().hex[:12]}"
-    try:
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # unreachable server
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(f"PostgreSQL unreachable: {type(exc).__name__}")
-    url = _url_for(name)
-    try:
-        asyncio.run(_migrate(url))
-        yield url
-    finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    yield from pg.private_database("icy_dom")
 
 
 async def fresh_engine(url: str) -> AsyncEngine:
     """An engine on ``url`` with every table emptied."""
-    engine = create_async_engine(url, pool_size=5, max_overflow=20)
-    names = ", ".join(t.name for t in ALL_TABLES)
-    async with engine.begin() as conn:
-        await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY"))
-    return engine
+    return await pg.emptied_engine(url, pool_size=5, max_overflow=20)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return exc.response()
-
-
-class WithState:
-    """Serve ``app`` with ``request.state`` filled from ``state`` (httpx's ASGITransport runs no lifespan)."""
-
-    def __init__(self, app: Starlette, state: dict[str, Any]) -> None:
-        self.app = app
-        self.state = state
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            scope = {**scope, "state": dict(self.state)}
-        await self.app(scope, receive, send)
 
 
 def make_app(routes: list[BaseRoute], state: dict[str, Any]) -> WithState:

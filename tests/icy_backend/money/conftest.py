@@ -6,11 +6,7 @@ Others use the shared ``test`` database concurrently, so this package creates it
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import os
-import re
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -22,8 +18,8 @@ from embit import ec
 from embit.networks import NETWORKS
 from embit.script import p2wpkh
 from eth_account import Account
-from sqlalchemy import insert, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -35,8 +31,7 @@ from icy_backend.clients.evm import EvmRpcClient
 from icy_backend.clients.factory import Clients
 from icy_backend.clients.prices import PriceClient
 from icy_backend.clients.webhook import WebhookClient
-from icy_backend.db.migrate import upgrade
-from icy_backend.db.tables import ALL_TABLES, onchain_btc_processed_transactions
+from icy_backend.db.tables import onchain_btc_processed_transactions
 from icy_backend.domain.oracle import OracleService
 from icy_backend.domain.wallet import wallet_from_wif
 from icy_backend.http.responses import ApiError
@@ -46,8 +41,8 @@ from icy_backend.settings import Settings
 from icy_backend.sim.esplora import EsploraSim
 from icy_backend.sim.evm import EvmSim
 from icy_backend.sim.prices import PriceSim
+from tests import pg
 
-ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 WIF = ec.PrivateKey(hashlib.sha256(b"money tests payout wallet").digest()).wif(NETWORKS["test"])
 SIGNER_KEY = "0x" + hashlib.sha256(b"money tests swap signer").hexdigest()
 
@@ -57,46 +52,14 @@ def recipient(n: int, network: str = "test") -> str:
     return str(p2wpkh(key.get_public_key()).address(NETWORKS[network]))
 
 
-async def _admin(sql: str) -> None:
-    engine = create_async_engine(ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"timeout": 3})
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(sql))
-    finally:
-        await engine.dispose()
-
-
-async def _migrate(url: str) -> None:
-    engine = create_async_engine(url)
-    try:
-        await upgrade(engine)
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture(scope="session")
 def money_db_url() -> Iterator[str]:
-    name = f"icy_money_test_{uuid.uuid4().hex[:10]}"
-    try:
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(f"PostgreSQL unreachable: {type(exc).__name__}")
-    url = re.sub(r"/[^/]*$", f"/{name}", ADMIN_URL)
-    try:
-        asyncio.run(_migrate(url))
-        yield url
-    finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    yield from pg.private_database("icy_money_test")
 
 
 @pytest.fixture
 async def engine(money_db_url: str) -> AsyncIterator[AsyncEngine]:
-    eng = create_async_engine(money_db_url, pool_size=5, max_overflow=10)
-    names = ", ".join(t.name for t in ALL_TABLES)
-    async with eng.begin() as conn:
-        await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY"))
+    eng = await pg.emptied_engine(money_db_url, pool_size=5, max_overflow=10)
     yield eng
     await eng.dispose()
 
