@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -19,23 +18,11 @@ from icy_backend.sim.btc_wallet import P2wpkhKey
 from icy_backend.sim.combined import Simulators
 from jobs.context import JobContext
 from jobs.indexers import make_btc_indexer, make_icy_indexer, make_swap_indexer
-from tests.icy_backend.domain.support import fresh_engine, metric, private_database, sim_env
+from tests.icy_backend.domain.support import metric, sim_env
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 
 ICY = 10**18
-
-
-@pytest.fixture(scope="module")
-def db_url() -> Iterator[str]:
-    yield from private_database()
-
-
-@pytest.fixture
-async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = await fresh_engine(db_url)
-    yield engine
-    await engine.dispose()
 
 
 async def _rows(engine: AsyncEngine, table: Any, *order: Any) -> list[dict[str, Any]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from fractions import Fraction
 
 import anyio
@@ -17,7 +17,7 @@ from icy_backend.domain.oracle import OracleService, icy_btc_ratio, treasury_sat
 from icy_backend.domain.sandbox import seed_locked_treasuries
 from icy_backend.sim.btc_wallet import P2wpkhKey
 from icy_backend.sim.faults import Fault
-from tests.icy_backend.domain.support import SimEnv, fresh_engine, metric, private_database, sim_env
+from tests.icy_backend.domain.support import SimEnv, metric, sim_env
 
 ICY = 10**18
 
@@ -39,18 +39,6 @@ def test_ratio_examples() -> None:
 def test_treasury_formula() -> None:
     assert treasury_sats(1000, 300, 200) == 500
     assert treasury_sats(100, 0, 200) == 0  # never negative
-
-
-@pytest.fixture(scope="module")
-def db_url() -> Iterator[str]:
-    yield from private_database()
-
-
-@pytest.fixture
-async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = await fresh_engine(db_url)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

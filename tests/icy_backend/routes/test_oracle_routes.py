@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -12,21 +12,9 @@ from icy_backend.domain.oracle import OracleService
 from icy_backend.domain.sandbox import seed_locked_treasuries
 from icy_backend.routes.oracle import routes
 from icy_backend.sim.faults import Fault
-from tests.icy_backend.domain.support import SimEnv, client_for, fresh_engine, make_app, private_database, sim_env
+from tests.icy_backend.domain.support import SimEnv, client_for, make_app, sim_env
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
-
-
-@pytest.fixture(scope="module")
-def db_url() -> Iterator[str]:
-    yield from private_database()
-
-
-@pytest.fixture
-async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = await fresh_engine(db_url)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -20,10 +20,8 @@ from icy_backend.sim.faults import Fault
 from tests.icy_backend.domain.support import (
     SimEnv,
     client_for,
-    fresh_engine,
     make_app,
     metric,
-    private_database,
     sim_env,
 )
 
@@ -46,18 +44,6 @@ def test_min_icy_to_swap_pays_more_than_dust() -> None:
     assert min_icy_to_swap(c, t, 10**30, rate, fee) == 10**30
     s_min = min_swap_sats(rate, fee)
     assert m == math.ceil(Fraction(s_min * c, t))
-
-
-@pytest.fixture(scope="module")
-def db_url() -> Iterator[str]:
-    yield from private_database()
-
-
-@pytest.fixture
-async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = await fresh_engine(db_url)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

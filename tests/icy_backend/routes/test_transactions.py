@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from icy_backend.db.tables import onchain_btc_processed_transactions as payouts
 from icy_backend.db.tables import onchain_icy_swap_transactions as swaps
 from icy_backend.routes.transactions import routes
-from tests.icy_backend.domain.support import client_for, fresh_engine, make_app, private_database
+from tests.icy_backend.domain.support import client_for, make_app
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 
@@ -22,18 +21,6 @@ BOB = "0x1111111111111111111111111111111111111111"
 BECH = "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx"
 BASE58 = "mipcBbFg9gMiCh81Kj8tqqdgoZub1ZJRfn"
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def db_url() -> Iterator[str]:
-    yield from private_database()
-
-
-@pytest.fixture
-async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = await fresh_engine(db_url)
-    yield engine
-    await engine.dispose()
 
 
 def _hash(i: int) -> str:
