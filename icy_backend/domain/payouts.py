@@ -38,7 +38,7 @@ from icy_backend.db.tables import onchain_btc_processed_transactions as payouts_
 from icy_backend.db.types import utcnow
 from icy_backend.domain.btc_address import BtcAddress, InvalidAddress, parse_address
 from icy_backend.domain.btc_tx import BuiltTx, PayoutBuildError, Utxo, build_payout, fee_rate, parse_raw
-from icy_backend.domain.row_machine import RowLog, count_rows, fail_row, process_lock
+from icy_backend.domain.row_machine import SKIPPED, ItemHook, RowLog, count_rows, fail_row, process_lock, run_queue
 from icy_backend.domain.wallet import PayoutWallet
 from icy_backend.settings import Settings
 
@@ -81,13 +81,6 @@ class PayoutRunReport:
     returned_to_pending: list[int] = field(default_factory=list)
 
 
-ItemHook = Callable[[str | None], None]
-"""Called once per processed item: ``None`` for success, else the failure class."""
-
-SKIPPED = "skipped"
-"""Outcome of an item another processor had already taken (not counted)."""
-
-
 class PayoutProcessor:
     """Processes the payout queue. ``before_broadcast(row_id)`` is a test seam run after the commit of
     ``broadcasting`` and before the broadcast (a crash there must be recoverable)."""
@@ -118,24 +111,16 @@ class PayoutProcessor:
         report = PayoutRunReport()
         self._fees = None  # fee estimates are read once per run
 
-        def done(kind: str | None) -> None:
-            if on_item is not None:
-                on_item(kind)
-
-        for row_id in await self._ids("broadcasting"):
-            outcome = await _rows.guarded(row_id, self.reconcile(row_id, report))
-            if outcome != SKIPPED:
-                done(outcome)
-        for row_id in await self._ids("pending"):
-            outcome = await _rows.guarded(row_id, self.process(row_id, report))
-            if outcome != SKIPPED:
-                done(outcome)
+        await run_queue(
+            _rows,
+            self.engine,
+            T,
+            "broadcasting",
+            lambda row_id: self.reconcile(row_id, report),
+            lambda row_id: self.process(row_id, report),
+            on_item,
+        )
         return report
-
-    async def _ids(self, status: str) -> list[int]:
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(select(T.c.id).where(T.c.status == status).order_by(T.c.id))
-            return [int(r[0]) for r in rows]
 
     # ------------------------------------------------------------------ pending → broadcasting → completed
 

@@ -8,7 +8,7 @@ interleave inside a process.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import anyio
@@ -20,6 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from icy_backend.db.types import utcnow
 
 _PROCESS_LOCKS: dict[tuple[object, str], anyio.Lock] = {}
+
+ItemHook = Callable[[str | None], None]
+"""Called once per processed item: ``None`` for success, else the failure class."""
+
+SKIPPED = "skipped"
+"""Outcome of an item another processor had already taken (not counted)."""
+
+Step = Callable[[int], Awaitable[str | None]]
 
 
 class RowLog:
@@ -78,3 +86,29 @@ async def fail_row(
         .values(status="failed", failure_reason=reason, processed_at=now, updated_at=now)
     )
     return result.rowcount == 1
+
+
+async def ids_in(engine: AsyncEngine, table: Table, status: str) -> list[int]:
+    """Ids of the rows in ``status``, oldest first."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(table.c.id).where(table.c.status == status).order_by(table.c.id))
+        return [int(r[0]) for r in rows]
+
+
+async def run_queue(
+    rows: RowLog,
+    engine: AsyncEngine,
+    table: Table,
+    in_flight: str,
+    reconcile: Step,
+    process: Step,
+    on_item: ItemHook | None,
+) -> None:
+    """One pass: settle every row left ``in_flight`` by an earlier run (before anything new is sent), then try
+    every ``pending`` row once. Each item's outcome goes to ``on_item``; items another processor took are skipped.
+    """
+    for status, step in ((in_flight, reconcile), ("pending", process)):
+        for row_id in await ids_in(engine, table, status):
+            outcome = await rows.guarded(row_id, step(row_id))
+            if outcome != SKIPPED and on_item is not None:
+                on_item(outcome)

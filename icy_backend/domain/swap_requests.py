@@ -18,7 +18,6 @@ Conversion (fix: the old one was 100x too large): ``sats = icy_wei // (ratio * 1
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +38,7 @@ from icy_backend.db.engine import is_postgres
 from icy_backend.db.tables import onchain_icy_transactions, swap_requests
 from icy_backend.db.types import utcnow
 from icy_backend.domain.oracle import OracleService
-from icy_backend.domain.row_machine import RowLog, count_rows, fail_row, process_lock
+from icy_backend.domain.row_machine import SKIPPED, ItemHook, RowLog, count_rows, fail_row, process_lock, run_queue
 from icy_backend.domain.signature import SwapSigner
 from icy_backend.domain.swap_validation import PricingUnavailable, SwapRejected, check_address, check_payable
 from icy_backend.settings import Settings
@@ -51,7 +50,6 @@ SWAP_SELECTOR = keccak(text="swap(uint256,string,uint256,uint256,uint256,bytes)"
 SWAP_ARG_TYPES = ["uint256", "string", "uint256", "uint256", "uint256", "bytes"]
 GAS_HEADROOM_NUM, GAS_HEADROOM_DEN = 12, 10  # estimate x 1.2
 SENDER_LOCK_KEY = 0x6963792D737770  # "icy-swp": serialises nonce allocation of the signer wallet
-SKIPPED = "skipped"
 _rows = RowLog(log, "swap request")
 
 
@@ -67,9 +65,6 @@ class SwapRequestReport:
     deferred: dict[int, str] = field(default_factory=dict)
     waiting: list[int] = field(default_factory=list)  # ICY transfer not indexed yet
     returned_to_pending: list[int] = field(default_factory=list)
-
-
-ItemHook = Callable[[str | None], None]
 
 
 class SwapRequestProcessor:
@@ -101,24 +96,16 @@ class SwapRequestProcessor:
         """Reconcile every ``sending`` request, then try every ``pending`` one once."""
         report = SwapRequestReport()
 
-        def done(kind: str | None) -> None:
-            if on_item is not None:
-                on_item(kind)
-
-        for row_id in await self._ids("sending"):
-            outcome = await _rows.guarded(row_id, self.reconcile(row_id, report))
-            if outcome != SKIPPED:
-                done(outcome)
-        for row_id in await self._ids("pending"):
-            outcome = await _rows.guarded(row_id, self.process(row_id, report))
-            if outcome != SKIPPED:
-                done(outcome)
+        await run_queue(
+            _rows,
+            self.engine,
+            R,
+            "sending",
+            lambda row_id: self.reconcile(row_id, report),
+            lambda row_id: self.process(row_id, report),
+            on_item,
+        )
         return report
-
-    async def _ids(self, status: str) -> list[int]:
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(select(R.c.id).where(R.c.status == status).order_by(R.c.id))
-            return [int(r[0]) for r in rows]
 
     # ------------------------------------------------------------------ pending → sending
 
