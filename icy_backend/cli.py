@@ -109,6 +109,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         from checks.cli import run_checks_once
 
+        if settings.sandbox_enabled:
+            print(
+                "icy-backend check: sandbox mode (no chain endpoints configured): the upstreams only exist inside a "
+                "running `serve`, so they are reported not_configured here.",
+                file=sys.stderr,
+            )
+
         return anyio.run(run_checks_once, settings)
     if args.command == "serve":
         anyio.run(_serve, settings, Path(args.config))
