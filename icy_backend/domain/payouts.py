@@ -38,7 +38,16 @@ from icy_backend.db.tables import onchain_btc_processed_transactions as payouts_
 from icy_backend.db.types import utcnow
 from icy_backend.domain.btc_address import BtcAddress, InvalidAddress, parse_address
 from icy_backend.domain.btc_tx import BuiltTx, PayoutBuildError, Utxo, build_payout, fee_rate, parse_raw
-from icy_backend.domain.row_machine import SKIPPED, ItemHook, RowLog, count_rows, fail_row, process_lock, run_queue
+from icy_backend.domain.row_machine import (
+    SKIPPED,
+    ItemHook,
+    RowLog,
+    count_rows,
+    fail_row,
+    move_row,
+    process_lock,
+    run_queue,
+)
 from icy_backend.domain.wallet import PayoutWallet
 from icy_backend.settings import Settings
 
@@ -236,12 +245,17 @@ class PayoutProcessor:
 
     async def _complete(self, row_id: int, txid: str, report: PayoutRunReport) -> str | None:
         async with self.engine.begin() as conn:
-            result = await conn.execute(
-                update(T)
-                .where(T.c.id == row_id, T.c.status == "broadcasting", T.c.btc_transaction_hash == txid)
-                .values(status="completed", processed_at=utcnow(), failure_reason=None, updated_at=utcnow())
+            moved = await move_row(
+                conn,
+                T,
+                row_id,
+                "broadcasting",
+                T.c.btc_transaction_hash == txid,
+                status="completed",
+                processed_at=utcnow(),
+                failure_reason=None,
             )
-        if result.rowcount == 1:
+        if moved:
             report.completed.append(row_id)
             _rows.transition(row_id, "broadcasting", "completed")
             return None
@@ -285,19 +299,19 @@ class PayoutProcessor:
 
     async def _back_to_pending(self, row_id: int, txid: str, report: PayoutRunReport) -> str:
         async with self.engine.begin() as conn:
-            result = await conn.execute(
-                update(T)
-                .where(T.c.id == row_id, T.c.status == "broadcasting", T.c.btc_transaction_hash == txid)
-                .values(
-                    status="pending",
-                    raw_tx=None,
-                    btc_transaction_hash=None,
-                    network_fee=None,
-                    failure_reason="inputs_spent_elsewhere",
-                    updated_at=utcnow(),
-                )
+            moved = await move_row(
+                conn,
+                T,
+                row_id,
+                "broadcasting",
+                T.c.btc_transaction_hash == txid,
+                status="pending",
+                raw_tx=None,
+                btc_transaction_hash=None,
+                network_fee=None,
+                failure_reason="inputs_spent_elsewhere",
             )
-        if result.rowcount == 1:
+        if moved:
             report.returned_to_pending.append(row_id)
             _rows.transition(row_id, "broadcasting", "pending", "inputs_spent_elsewhere")
         return "inputs_spent_elsewhere"

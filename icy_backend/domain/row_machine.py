@@ -75,17 +75,26 @@ async def count_rows(engine: AsyncEngine, table: Table, statuses: Iterable[str])
     return int(value or 0)
 
 
+async def move_row(
+    conn: AsyncConnection, table: Table, row_id: int, expected: str, *where: ColumnElement[Any], **values: Any
+) -> bool:
+    """Compare-and-set: update the row only while it is still ``expected`` (and matches ``where``); stamps
+    ``updated_at``. False when another writer moved it first."""
+    result = await conn.execute(
+        update(table)
+        .where(table.c.id == row_id, table.c.status == expected, *where)
+        .values(**values, updated_at=utcnow())
+    )
+    return result.rowcount == 1
+
+
 async def fail_row(
     conn: AsyncConnection, table: Table, row_id: int, expected: str, reason: str, *where: ColumnElement[Any]
 ) -> bool:
     """Move a row from ``expected`` to ``failed`` with ``reason``; False when another writer moved it first."""
-    now = utcnow()
-    result = await conn.execute(
-        update(table)
-        .where(table.c.id == row_id, table.c.status == expected, *where)
-        .values(status="failed", failure_reason=reason, processed_at=now, updated_at=now)
+    return await move_row(
+        conn, table, row_id, expected, *where, status="failed", failure_reason=reason, processed_at=utcnow()
     )
-    return result.rowcount == 1
 
 
 async def ids_in(engine: AsyncEngine, table: Table, status: str) -> list[int]:

@@ -38,7 +38,16 @@ from icy_backend.db.engine import is_postgres
 from icy_backend.db.tables import onchain_icy_transactions, swap_requests
 from icy_backend.db.types import utcnow
 from icy_backend.domain.oracle import OracleService
-from icy_backend.domain.row_machine import SKIPPED, ItemHook, RowLog, count_rows, fail_row, process_lock, run_queue
+from icy_backend.domain.row_machine import (
+    SKIPPED,
+    ItemHook,
+    RowLog,
+    count_rows,
+    fail_row,
+    move_row,
+    process_lock,
+    run_queue,
+)
 from icy_backend.domain.signature import SwapSigner
 from icy_backend.domain.swap_validation import PricingUnavailable, SwapRejected, check_address, check_payable
 from icy_backend.settings import Settings
@@ -257,12 +266,17 @@ class SwapRequestProcessor:
         self, row_id: int, tx_hash: str, status: str, reason: str | None, report: SwapRequestReport
     ) -> str | None:
         async with self.engine.begin() as conn:
-            result = await conn.execute(
-                update(R)
-                .where(R.c.id == row_id, R.c.status == "sending", R.c.evm_tx_hash == tx_hash)
-                .values(status=status, failure_reason=reason, processed_at=utcnow(), updated_at=utcnow())
+            moved = await move_row(
+                conn,
+                R,
+                row_id,
+                "sending",
+                R.c.evm_tx_hash == tx_hash,
+                status=status,
+                failure_reason=reason,
+                processed_at=utcnow(),
             )
-        if result.rowcount != 1:
+        if not moved:
             return SKIPPED
         _rows.transition(row_id, "sending", status, reason)
         if status == "completed":
@@ -273,18 +287,18 @@ class SwapRequestProcessor:
 
     async def _back_to_pending(self, row_id: int, tx_hash: str, report: SwapRequestReport) -> str:
         async with self.engine.begin() as conn:
-            result = await conn.execute(
-                update(R)
-                .where(R.c.id == row_id, R.c.status == "sending", R.c.evm_tx_hash == tx_hash)
-                .values(
-                    status="pending",
-                    signed_tx=None,
-                    evm_tx_hash=None,
-                    failure_reason="nonce_replaced",
-                    updated_at=utcnow(),
-                )
+            moved = await move_row(
+                conn,
+                R,
+                row_id,
+                "sending",
+                R.c.evm_tx_hash == tx_hash,
+                status="pending",
+                signed_tx=None,
+                evm_tx_hash=None,
+                failure_reason="nonce_replaced",
             )
-        if result.rowcount == 1:
+        if moved:
             report.returned_to_pending.append(row_id)
             _rows.transition(row_id, "sending", "pending", "nonce_replaced")
         return "nonce_replaced"
