@@ -119,6 +119,15 @@ class Settings(BaseSettings):
     BTC_SERVICE_FEE_PERCENTAGE: Decimal = Field(Decimal("0.01"), ge=0, lt=1)
     BTC_MIN_SATOSHI_FEE: int = Field(3000, ge=0)
     BTC_MAX_TX_FEE_USD: Decimal = Field(Decimal("1.0"), gt=0)
+    # Payouts that finish (SPEC §9): confirmations before ``completed``, the fee-estimate target, fee bumps.
+    BTC_PAYOUT_CONFIRMATIONS: int = Field(1, ge=1)
+    BTC_PAYOUT_CONF_TARGET: int = Field(6, ge=1)
+    BTC_PAYOUT_BUMP_AFTER_BLOCKS: int = Field(3, ge=1)
+    # Treasury guards: unlimited (None) outside prod, required in prod.
+    BTC_PAYOUT_MAX_SATS: int | None = Field(None, gt=0)
+    BTC_PAYOUT_DAILY_LIMIT_SATS: int | None = Field(None, gt=0)
+    SWAP_PRICE_TOLERANCE: Decimal = Field(Decimal("0.05"), ge=0)
+    MOCHI_MAX_AGE: float = 3600.0
 
     BLOCKCHAIN_BASE_RPC_ENDPOINT: str | None = None
     BLOCKCHAIN_BASE_RPC_ENDPOINTS: str | None = None
@@ -130,6 +139,8 @@ class Settings(BaseSettings):
     BLOCKCHAIN_SWAP_SIGNER_PRIVATE_KEY: SecretStr | None = None
     BLOCKCHAIN_LOG_CHUNK_BLOCKS: int = Field(2000, ge=1)
     BLOCKCHAIN_CONFIRMATIONS: int = Field(3, ge=0)
+    BLOCKCHAIN_FINALITY_TAG: Literal["safe", "finalized"] | None = None
+    BLOCKCHAIN_REORG_DEPTH_MAX: int = Field(64, ge=1)
 
     METRICS_TOKEN: SecretStr | None = None
     UPTIME_WEBHOOK_FAIL_SUFFIX: bool = False
@@ -143,6 +154,9 @@ class Settings(BaseSettings):
     JOB_STALL_AFTER: float = 60.0
     JOB_FIRST_RUN_DELAY: float = 5.0
     SHUTDOWN_GRACE_SECONDS: float = Field(25.0, gt=0)
+    # Business requests in flight beyond this are refused at once with 503 ``overloaded`` (SPEC §5).
+    MAX_CONCURRENT_REQUESTS: int = Field(64, ge=1)
+    UPTIME_WEBHOOK_START: bool = False
     # After SIGTERM, keep serving (with /readyz 503) this long before closing the listener.
     SHUTDOWN_DRAIN_DELAY_SECONDS: float = Field(0.0, ge=0, le=60)
 
@@ -181,7 +195,9 @@ class Settings(BaseSettings):
                 return "prod"
         return value
 
-    @field_validator("INDEX_INTERVAL", "INDEXER_TIMEOUT", "PROCESSOR_TIMEOUT", "JOB_STALL_AFTER", mode="before")
+    @field_validator(
+        "INDEX_INTERVAL", "INDEXER_TIMEOUT", "PROCESSOR_TIMEOUT", "JOB_STALL_AFTER", "MOCHI_MAX_AGE", mode="before"
+    )
     @classmethod
     def _duration(cls, value: Any) -> float:
         return parse_duration(value)
@@ -195,7 +211,7 @@ class Settings(BaseSettings):
             return 0.0
         return parse_duration(value)
 
-    @field_validator("BTC_SERVICE_FEE_PERCENTAGE", "BTC_MAX_TX_FEE_USD", mode="before")
+    @field_validator("BTC_SERVICE_FEE_PERCENTAGE", "BTC_MAX_TX_FEE_USD", "SWAP_PRICE_TOLERANCE", mode="before")
     @classmethod
     def _decimal(cls, value: Any) -> Any:
         if isinstance(value, float):
@@ -234,6 +250,14 @@ class Settings(BaseSettings):
         if not re.fullmatch(r"0x[0-9a-fA-F]{64}", value):
             raise ValueError("must be a 0x-prefixed 32-byte hex transaction hash")
         return value.lower()
+
+    @field_validator("BLOCKCHAIN_FINALITY_TAG", mode="before")
+    @classmethod
+    def _finality_tag(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            return value or None
+        return value
 
     @field_validator("ALLOWED_ORIGINS", mode="after")
     @classmethod

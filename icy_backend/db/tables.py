@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
+    ForeignKey,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -75,6 +78,7 @@ onchain_icy_transactions = Table(
     Column("amount", Amount(), nullable=False),
     Column("from_address", String(42), nullable=False),
     Column("to_address", String(42), nullable=False),
+    Column("block_hash", String(66), nullable=True),
     *_timestamps(),
     UniqueConstraint("transaction_hash", "log_index"),
     CheckConstraint("type IN ('in', 'out', 'transfer')", name="type"),
@@ -91,32 +95,75 @@ onchain_icy_swap_transactions = Table(
     Column("from_address", String(42), nullable=False),
     Column("btc_address", String(100), nullable=False),
     Column("btc_amount", Amount(), nullable=False),
+    Column("block_hash", String(66), nullable=True),
+    # Position of this Swap event among the swap contract's Swap events in its transaction (0, 1, …): stable when
+    # a reorg re-includes the transaction elsewhere, unlike ``log_index``. Payouts are keyed by it (SPEC §9).
+    Column("event_index", Integer, nullable=False, default=0, server_default="0"),
     *_timestamps(),
     UniqueConstraint("transaction_hash", "log_index"),
 )
 
-PAYOUT_STATUSES = ("pending", "broadcasting", "completed", "failed")
+PAYOUT_STATUSES = ("pending", "broadcasting", "confirming", "completed", "held", "failed")
 
 onchain_btc_processed_transactions = Table(
     "onchain_btc_processed_transactions",
     metadata,
     Column("id", PK, primary_key=True, autoincrement=True),
-    # "<swap tx hash>:<log index>" would also be unique; the swap tx hash alone is the natural key (SPEC §10).
+    # A payout is keyed by the Swap event that owes it: (swap tx hash, event index within that tx) (SPEC §9).
     Column("swap_transaction_hash", String(66), nullable=False),
+    Column("swap_event_index", Integer, nullable=False, default=0, server_default="0"),
     Column("btc_address", String(100), nullable=False),
     Column("subtotal", Amount(), nullable=False),
     Column("service_fee", Amount(), nullable=False),
     Column("network_fee", Amount(), nullable=True),
     Column("total", Amount(), nullable=False),
     Column("status", String(16), nullable=False, default="pending", index=True),
+    # The candidate that confirmed, or the newest candidate while none has.
     Column("btc_transaction_hash", String(64), nullable=True),
     Column("raw_tx", Text, nullable=True),
     Column("attempts", Integer, nullable=False, default=0),
     Column("failure_reason", String(64), nullable=True),
+    Column("hold_reason", String(64), nullable=True),
+    # Its Swap event was rolled back by a reorg after a candidate may have been sent (SPEC §9 reorgs).
+    Column("reorged", Boolean, nullable=False, default=False, server_default="0"),
+    Column("confirmations", Integer, nullable=False, default=0, server_default="0"),
+    # When the payout first reached ``broadcasting`` (the rolling daily limit counts from it).
+    Column("broadcast_at", UTCDateTime(), nullable=True),
+    # When a person released it from ``held`` (a released payout is never held again).
+    Column("released_at", UTCDateTime(), nullable=True),
     Column("processed_at", UTCDateTime(), nullable=True),
     *_timestamps(),
-    UniqueConstraint("swap_transaction_hash"),
-    CheckConstraint("status IN ('pending', 'broadcasting', 'completed', 'failed')", name="status"),
+    UniqueConstraint("swap_transaction_hash", "swap_event_index", name="uq_payouts_swap_event"),
+    CheckConstraint(
+        "status IN ('pending', 'broadcasting', 'confirming', 'completed', 'held', 'failed')",
+        name="status",
+    ),
+)
+
+CANDIDATE_STATUSES = ("active", "replaced", "dead")
+
+btc_payout_candidates = Table(
+    "btc_payout_candidates",
+    metadata,
+    Column("id", PK, primary_key=True, autoincrement=True),
+    Column(
+        "payout_id",
+        PK,
+        ForeignKey("onchain_btc_processed_transactions.id", ondelete="CASCADE", name="fk_btc_payout_candidates_payout"),
+        nullable=False,
+        index=True,
+    ),
+    Column("txid", String(64), nullable=False),
+    Column("raw_tx", Text, nullable=False),
+    Column("fee", Amount(), nullable=False),
+    # sat/vB as a decimal string (never a float on the money path).
+    Column("fee_rate", String(32), nullable=False),
+    # Chain tip height when the candidate was first broadcast (fee bumps count blocks from it).
+    Column("broadcast_height", BigInteger, nullable=True),
+    Column("status", String(16), nullable=False, default="active", server_default="active"),
+    *_timestamps(),
+    UniqueConstraint("txid"),
+    CheckConstraint("status IN ('active', 'replaced', 'dead')", name="status"),
 )
 
 SWAP_REQUEST_STATUSES = ("pending", "sending", "completed", "failed")
@@ -132,6 +179,9 @@ swap_requests = Table(
     Column("status", String(16), nullable=False, default="pending", index=True),
     Column("evm_tx_hash", String(66), nullable=True),
     Column("signed_tx", Text, nullable=True),
+    # Account nonce and signature deadline of the stored transaction (same-nonce replacement, SPEC §9).
+    Column("evm_nonce", BigInteger, nullable=True),
+    Column("signature_deadline", BigInteger, nullable=True),
     Column("failure_reason", String(64), nullable=True),
     Column("processed_at", UTCDateTime(), nullable=True),
     *_timestamps(),
@@ -145,7 +195,19 @@ indexer_cursors = Table(
     Column("name", String(64), primary_key=True),
     Column("block_number", BigInteger, nullable=True),
     Column("txid", String(66), nullable=True),
+    Column("block_hash", String(66), nullable=True),
     Column("updated_at", UTCDateTime(), nullable=False, default=utcnow, onupdate=utcnow),
+)
+
+# Number and hash of the last block of every chunk an EVM indexer scanned, for the last
+# ``BLOCKCHAIN_REORG_DEPTH_MAX`` blocks: a quiet contract still has hashes to find a fork point with (SPEC §9).
+indexer_checkpoints = Table(
+    "indexer_checkpoints",
+    metadata,
+    Column("name", String(64), nullable=False),
+    Column("block_number", BigInteger, nullable=False),
+    Column("block_hash", String(66), nullable=False),
+    PrimaryKeyConstraint("name", "block_number"),
 )
 
 ALL_TABLES = (
@@ -154,6 +216,8 @@ ALL_TABLES = (
     onchain_icy_transactions,
     onchain_icy_swap_transactions,
     onchain_btc_processed_transactions,
+    btc_payout_candidates,
     swap_requests,
     indexer_cursors,
+    indexer_checkpoints,
 )
