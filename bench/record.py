@@ -1,0 +1,73 @@
+"""Write one benchmark run as JSON under ``bench/results/`` (SPEC §12 "Honest numbers").
+
+Every figure the README quotes names the file written here: the command that produced it, when, on what machine,
+and the numbers of that one run (never the best of several).
+
+    from bench.record import record
+    path = record("payouts", {"payouts_per_minute": 812.4, ...}, notes="100 pending rows, PostgreSQL")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    """Facts that make a figure comparable: CPUs, memory, Python, platform, the commit measured."""
+    facts: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as meminfo:
+            facts["mem_total_kib"] = int(meminfo.readline().split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+        facts["commit"] = commit + ("+dirty" if dirty else "")
+    except OSError:
+        pass
+    return facts
+
+
+def record(name: str, results: dict[str, Any], *, notes: str = "", argv: list[str] | None = None) -> Path:
+    """Write ``bench/results/<name>.json`` (the latest run of that benchmark; git keeps the history)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    args = sys.argv if argv is None else argv
+    payload = {
+        "benchmark": name,
+        "command": " ".join(shlex.quote(a) for a in [".venv/bin/python", *args]),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "notes": notes,
+        "results": results,
+    }
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    print(f"recorded {path.relative_to(RESULTS.parent.parent)}")
+    return path
