@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 import httpx
 from eth_abi.abi import decode as abi_decode
@@ -71,6 +71,25 @@ class Block:
     base_fee_per_gas: int | None
     transactions: list[Any]
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BatchResult(Sequence[Any]):
+    """The raw results of one JSON-RPC batch, all answered by the endpoint at position ``endpoint`` (0-based,
+    in the configured order; -1 for an empty batch). Indexable and unpackable like the list of results."""
+
+    endpoint: int
+    results: tuple[Any, ...]
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Any]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        return self.results[index]
+
+    def __len__(self) -> int:
+        return len(self.results)
 
 
 def hex_int(value: Any) -> int:
@@ -199,10 +218,19 @@ class EvmRpcClient:
             idempotent=idempotent,
         )
 
-    async def batch(self, calls: Sequence[tuple[str, Sequence[Any]]], *, op: str = "batch") -> list[Any]:
-        """A JSON-RPC batch of reads; results in call order; the first error object raises."""
+    async def batch(self, calls: Sequence[tuple[str, Sequence[Any]]], *, op: str = "batch") -> BatchResult:
+        """One JSON-RPC batch answered by **one endpoint**: every result comes from the same node.
+
+        The batch is a single logical call (breaker ``base_rpc``, deadline, metrics under ``op``); failover and
+        retries move the *whole* batch to another endpoint, never part of it, so callers may compare the
+        results with each other (e.g. logs with the header of the range's last block, or an account nonce with
+        a receipt and ``eth_blockNumber``). Results are in call order, ``None`` where the node answered null.
+        An error object in any answer raises :class:`JsonRpcError` for the whole batch (a failure-class error,
+        such as a rate limit, fails the batch over to the next endpoint; an answer such as "range too large"
+        does not).
+        """
         if not calls:
-            return []
+            return BatchResult(endpoint=-1, results=())
         ids = [next(self._ids) for _ in calls]
         body = [
             {"jsonrpc": "2.0", "id": i, "method": m, "params": list(p)} for i, (m, p) in zip(ids, calls, strict=True)
@@ -220,7 +248,8 @@ class EvmRpcClient:
                 raise InvalidResponse(SERVICE, f"{op}: batch answer lacks {len(missing)} result(s)")
             return [_single(by_id[i], i) for i in ids]
 
-        return await self.upstream.call(op, Request("POST", json=body), parse)
+        endpoint, results = await self.upstream.call_indexed(op, Request("POST", json=body), parse)
+        return BatchResult(endpoint=endpoint, results=tuple(results))
 
     # ---- typed helpers ---------------------------------------------------------------------------------
 

@@ -197,6 +197,19 @@ class Upstream:
         accept: frozenset[int] = frozenset(),
     ) -> T:
         """One logical call: breaker, deadline, attempts; ``parse`` turns a 2xx (or ``accept``-ed) answer."""
+        _, result = await self.call_indexed(op, request, parse, idempotent=idempotent, accept=accept)
+        return result
+
+    async def call_indexed(
+        self,
+        op: str,
+        request: Request,
+        parse: Callable[[httpx.Response], T],
+        *,
+        idempotent: bool = True,
+        accept: frozenset[int] = frozenset(),
+    ) -> tuple[int, T]:
+        """:meth:`call`, also returning the position (0-based) of the endpoint whose answer was parsed."""
         if not self.endpoints.urls:
             raise NotConfigured(self.service, "no endpoint configured")
         started = time.perf_counter()
@@ -240,7 +253,7 @@ class Upstream:
         parse: Callable[[httpx.Response], T],
         idempotent: bool,
         accept: frozenset[int],
-    ) -> T:
+    ) -> tuple[int, T]:
         max_attempts = 1 + MAX_RETRIES if idempotent else len(self.endpoints.urls)
         deadline_at = anyio.current_time() + self.deadline
         order = self.endpoints.order()
@@ -256,7 +269,7 @@ class Upstream:
                     break
                 await anyio.sleep(delay)
             try:
-                return await self._attempt(op, index, request, parse, accept)
+                return index, await self._attempt(op, index, request, parse, accept)
             except _Answer as answer:
                 raise answer.error from None
             except UpstreamError as err:

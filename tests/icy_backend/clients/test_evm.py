@@ -13,6 +13,7 @@ from icy_backend.clients.errors import InvalidResponse, JsonRpcError
 from icy_backend.clients.evm import EvmRpcClient
 from icy_backend.metrics import Metrics
 from icy_backend.sim import abi
+from icy_backend.sim.combined import PrefixRouter
 from icy_backend.sim.evm import EvmSim
 from icy_backend.sim.evm_chain import sim_address
 from icy_backend.sim.faults import Fault
@@ -105,7 +106,7 @@ async def test_batch_and_request(sim: EvmSim, evm: EvmRpcClient) -> None:
     chain_id, head = await evm.batch([("eth_chainId", []), ("eth_blockNumber", [])])
     assert int(chain_id, 16) == 84532
     assert int(head, 16) == sim.head
-    assert await evm.batch([]) == []
+    assert len(await evm.batch([])) == 0
     assert await evm.request("net_version") == "84532"
     with pytest.raises(JsonRpcError) as info:
         await evm.batch([("eth_chainId", []), ("no_such_method", [])])
@@ -145,3 +146,38 @@ async def test_probe(sim: EvmSim, evm: EvmRpcClient, breakers: Breakers, metrics
             await evm.probe()
     assert breakers.state(API) == "closed"
     assert calls(metrics, API, "error") == 0
+
+
+async def test_batch_is_answered_by_one_endpoint_and_fails_over_whole(breakers: Breakers, metrics: Metrics) -> None:
+    """Two nodes that disagree: every result of a batch comes from the same one, also after a failover."""
+    primary, secondary = EvmSim(chain_id=84532), EvmSim(chain_id=84532)
+    primary.mine_empty(20)
+    secondary.mine_empty(5)
+    primary.faults.set(Fault(path="eth_getLogs", status=500))  # refuses only batches holding eth_getLogs
+    nodes = PrefixRouter({"/a": primary.app, "/b": secondary.app})
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=nodes)) as http:
+        evm = EvmRpcClient(http, ["http://sim/a", "http://sim/b"], breakers, metrics, deadline=2.0)
+        plain = await evm.batch([("eth_blockNumber", []), ("eth_getBlockByNumber", ["0x14", False])])
+        assert plain.endpoint == 0
+        assert int(plain[0], 16) == 20
+        assert plain[1] is not None
+        query = {"address": primary.icy_address, "fromBlock": "0x0", "toBlock": "0x14"}
+        calls_ = [("eth_blockNumber", []), ("eth_getLogs", [query]), ("eth_getBlockByNumber", ["0x14", False])]
+        moved = await evm.batch(calls_, op="eth_getLogs")
+        assert moved.endpoint == 1
+        # the head, the logs and the (missing) header are the secondary's: never a mix of the two nodes
+        assert int(moved[0], 16) == 5
+        assert moved[1] == []
+        assert moved[2] is None
+        assert duration_count(metrics, API, "eth_getLogs", "success") == 1
+        assert calls(metrics, API, "success") == 2
+
+
+async def test_batch_answer_error_is_not_failed_over(sim: EvmSim, evm: EvmRpcClient, breakers: Breakers) -> None:
+    sim.set_log_range_limit(10)
+    query = {"address": sim.icy_address, "fromBlock": "0x0", "toBlock": "0x3e8"}
+    for _ in range(4):
+        with pytest.raises(JsonRpcError) as info:
+            await evm.batch([("eth_blockNumber", []), ("eth_getLogs", [query])])
+        assert info.value.is_range_too_large
+    assert breakers.state(API) == "closed"
