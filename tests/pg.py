@@ -8,12 +8,12 @@ import socket
 import uuid
 from collections.abc import Iterator
 
-import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from icy_backend.db.migrate import upgrade
 from icy_backend.db.tables import ALL_TABLES
+from tests.ci import skip_or_fail
 
 PG_HOST = os.environ.get("ICY_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("ICY_TEST_PG_PORT", "5432"))
@@ -32,9 +32,7 @@ def require_pg() -> None:
     """Skip when PostgreSQL is unreachable — but never under CI=true, where that is a failure."""
     if pg_reachable():
         return
-    if os.environ.get("CI") == "true":
-        pytest.fail("PostgreSQL is not reachable at 127.0.0.1:5432 and CI=true")
-    pytest.skip("PostgreSQL not reachable")
+    skip_or_fail("PostgreSQL is not reachable at 127.0.0.1:5432")
 
 
 def unique_db_name(prefix: str) -> str:

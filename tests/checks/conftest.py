@@ -36,6 +36,7 @@ from icy_backend.sim.esplora import EsploraSim
 from icy_backend.sim.evm import EvmSim
 from icy_backend.sim.mochi import MochiSim
 from icy_backend.sim.prices import PriceSim
+from tests.ci import in_ci
 
 # Recognisable tokens put into every configured URL and secret; no response may contain any of them.
 HOST_TOKEN = "hosttokzq"
@@ -212,7 +213,7 @@ async def postgres_engine(url: str = PG_URL) -> AsyncIterator[AsyncEngine]:
                 async with engine.connect() as conn:
                     await conn.execute(text("SELECT 1"))
         except Exception as exc:
-            if os.environ.get("CI") == "true":
+            if in_ci():
                 raise
             pytest.skip(f"PostgreSQL unreachable: {type(exc).__name__}")
         yield engine

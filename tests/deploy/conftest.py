@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ci import in_ci
+
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
@@ -29,7 +31,7 @@ _INSTALL_HINT = (
 
 
 def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() == "true"
+    return in_ci()
 
 
 def _may_install() -> bool:

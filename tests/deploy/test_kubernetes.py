@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import yaml
 from starlette.routing import Route
 
 from icy_backend.settings import Settings, load_settings
+from tests.ci import in_ci
 from tests.deploy.conftest import KUBERNETES, REPO
 
 # SPEC §5 endpoints: (SLA seconds, check deadline seconds or None).
@@ -113,7 +113,7 @@ def test_probe_paths_are_routes_of_the_app(container: dict[str, Any]) -> None:
     probes = ("livenessProbe", "readinessProbe", "startupProbe")
     probe_paths = {container[name]["httpGet"]["path"] for name in probes}
     missing = probe_paths - routed
-    if missing and os.environ.get("CI", "").lower() != "true":
+    if missing and not in_ci():
         pytest.skip(f"probe paths not routed by create_app yet: {sorted(missing)}")
     assert missing == set()
 

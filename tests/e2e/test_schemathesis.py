@@ -16,9 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.ci import require_module
 from tests.e2e.server import serve
 
-schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is not installed (test extra)")
+schemathesis = require_module("schemathesis", "schemathesis is not installed (test extra)")
 
 pytestmark = pytest.mark.slow
 

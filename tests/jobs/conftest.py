@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -18,6 +17,7 @@ from jobs.context import JobContext
 from jobs.definition import JobBody, JobDefinition
 from jobs.runtime import JobRuntime
 from jobs.webhooks import Pinger
+from tests.ci import skip_or_fail
 
 PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
@@ -28,9 +28,7 @@ def require_pg() -> None:
         with socket.create_connection(("127.0.0.1", 5432), timeout=1):
             return
     except OSError:
-        if os.environ.get("CI") == "true":
-            pytest.fail("PostgreSQL is not reachable at 127.0.0.1:5432 and CI=true")
-        pytest.skip("PostgreSQL not reachable")
+        skip_or_fail("PostgreSQL is not reachable at 127.0.0.1:5432")
 
 
 def fast_settings(**env: str) -> Settings:
