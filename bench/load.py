@@ -348,7 +348,7 @@ def main() -> None:
                 report(base_url)
         finally:
             if database_url.startswith("postgresql"):
-                from tests.e2e.stack import drop_database
+                from tests.pg import drop_database
 
                 anyio.run(drop_database, BENCH_DB)
 

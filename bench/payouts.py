@@ -62,7 +62,7 @@ async def _admin(sql: str) -> None:
 
 async def _bench(engine: AsyncEngine, rows: int) -> tuple[float, int]:
     await upgrade(engine)
-    settings = Settings(  # type: ignore[call-arg]
+    settings = Settings(
         _env_file=None, APP_ENV="test", BTC_NETWORK="testnet", BTC_WALLET_WIF=WIF, BTC_MAX_TX_FEE_USD="5"
     )
     metrics = Metrics(make_registry())

@@ -63,7 +63,7 @@ def _stack(metrics: Metrics) -> list[Middleware]:
         {"APP_ENV": "dev", "API_KEY": API_KEY, "ALLOWED_ORIGINS": "https://app.example"}, env_file=None
     )
     stack = middleware_stack(settings, metrics)
-    if not any(m.cls is ApiKeyMiddleware for m in stack):
+    if not any(getattr(m, "cls", None) is ApiKeyMiddleware for m in stack):
         stack.append(Middleware(ApiKeyMiddleware, api_key=API_KEY))
     return stack
 

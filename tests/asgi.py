@@ -25,6 +25,10 @@ class WithState:
         await self.app(scope, receive, send)
 
 
+async def _run_app(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    await app(scope, receive, send)
+
+
 @asynccontextmanager
 async def lifespan(app: ASGIApp) -> AsyncIterator[dict[str, Any]]:
     """Run startup, yield the lifespan state, run shutdown."""
@@ -38,9 +42,9 @@ async def lifespan(app: ASGIApp) -> AsyncIterator[dict[str, Any]]:
     async def send(message: Message) -> None:
         await app_outbox.send(message)
 
-    scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": state}
+    scope: Scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": state}
     async with anyio.create_task_group() as tg, to_app, from_app, app_inbox, app_outbox:
-        tg.start_soon(app, scope, receive, send)
+        tg.start_soon(_run_app, app, scope, receive, send)
         await to_app.send({"type": "lifespan.startup"})
         reply = await from_app.receive()
         if reply["type"] != "lifespan.startup.complete":

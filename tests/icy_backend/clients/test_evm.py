@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -162,7 +163,11 @@ async def test_batch_is_answered_by_one_endpoint_and_fails_over_whole(breakers: 
         assert int(plain[0], 16) == 20
         assert plain[1] is not None
         query = {"address": primary.icy_address, "fromBlock": "0x0", "toBlock": "0x14"}
-        calls_ = [("eth_blockNumber", []), ("eth_getLogs", [query]), ("eth_getBlockByNumber", ["0x14", False])]
+        calls_: list[tuple[str, list[Any]]] = [
+            ("eth_blockNumber", []),
+            ("eth_getLogs", [query]),
+            ("eth_getBlockByNumber", ["0x14", False]),
+        ]
         moved = await evm.batch(calls_, op="eth_getLogs")
         assert moved.endpoint == 1
         # the head, the logs and the (missing) header are the secondary's: never a mix of the two nodes

@@ -141,6 +141,7 @@ async def test_circulated_icy(
     assert await mochi.circulated_icy() == 123456789 * 10**15
     assert await mochi.probe() == 123456789 * 10**15
     assert calls(metrics, "mochi_pay", "success") == 1
+    bad: object
     for bad in (
         {"data": {"icy": {"value": "1.5", "decimal": 18}}},
         {"data": {}},

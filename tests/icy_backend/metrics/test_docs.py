@@ -50,7 +50,7 @@ def registry_families() -> dict[str, Family]:
     for w in wrappers:
         exposed = w._name + "_total" if w._type == "counter" else w._name
         bounds = tuple(b for b in getattr(w, "_upper_bounds", ()) if not math.isinf(b))
-        families[exposed] = (w._type, tuple(w._labelnames), bounds)
+        families[exposed] = (str(w._type), tuple(w._labelnames), tuple(float(b) for b in bounds))
     for spec in HTTP_FAMILIES:  # the HTTP request families are one custom collector, not wrappers
         exposed = spec.name + "_total" if spec.type == "counter" else spec.name
         families[exposed] = (spec.type, HTTP_LABELS, spec.buckets)

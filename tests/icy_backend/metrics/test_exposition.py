@@ -46,7 +46,7 @@ def filled_registry() -> CollectorRegistry:
     Counter("odd_unit_seconds", 'help with "quotes"', unit="seconds", registry=registry).inc()
     Gauge("odd_gauge", "no labels", registry=registry).set(-0.5)
     Histogram("odd_hist", "no labels", registry=registry).observe(0.3)
-    registry.register(_Odd())  # type: ignore[arg-type]
+    registry.register(_Odd())
     return registry
 
 

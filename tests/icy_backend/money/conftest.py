@@ -73,7 +73,7 @@ def make_settings(**overrides: Any) -> Settings:
         "BLOCKCHAIN_SWAP_SIGNER_PRIVATE_KEY": SIGNER_KEY,
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 @dataclass

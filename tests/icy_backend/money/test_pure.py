@@ -10,9 +10,9 @@ from embit import ec
 from embit.networks import NETWORKS
 from embit.script import p2pkh, p2sh, p2tr, p2wpkh, p2wsh
 from embit.transaction import Transaction
-from eth_abi import encode
+from eth_abi.abi import encode
 from eth_account import Account
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 from icy_backend.domain.btc_address import InvalidAddress, parse_address
 from icy_backend.domain.btc_tx import (

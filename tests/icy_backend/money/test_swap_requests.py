@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from eth_account import Account
 from sqlalchemy import select
@@ -35,7 +37,7 @@ async def _request_row(sw: SwapWorld) -> dict[str, object]:
         return dict((await conn.execute(select(swap_requests))).mappings().one())
 
 
-def _signer_txs(sw: SwapWorld) -> list[object]:
+def _signer_txs(sw: SwapWorld) -> list[Any]:
     return [tx for tx in sw.evm_sim.txs.values() if tx.frm.lower() == SIGNER_ADDRESS.lower()]
 
 
