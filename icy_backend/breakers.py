@@ -7,7 +7,9 @@ Purgatory gives the closed/open/half-open state machine and the event hooks. On 
 * bounds half-open concurrency to ``half_open_calls`` trial calls (purgatory lets every call through);
 * leaves the state untouched when a call is cancelled (purgatory would count an excluded exception as a
   success and close a half-open breaker on it);
-* does not count answers as failures: 4xx other than 429, JSON-RPC reverts and other application errors;
+* does not count answers as failures: 4xx other than 429, JSON-RPC reverts and other application errors. Nor
+  as successes: purgatory treats an excluded exception as a success and resets the failure streak, so five
+  timeouts with a 404 in between would never open the breaker. An answer is not reported to purgatory at all;
 * exposes a read-only :meth:`Breakers.state` that accounts for TTL expiry, for the health checks.
 """
 
@@ -135,6 +137,10 @@ class Breakers:
                 yield
             except anyio.get_cancelled_exc_class():
                 raise  # neither a success nor a failure: do not tell purgatory
+            except (UpstreamHTTPStatus, JsonRpcError) as exc:
+                if exc.is_failure:
+                    await breaker.__aexit__(type(exc), exc, exc.__traceback__)
+                raise  # an answer (4xx but 429, a revert): neither a success nor a failure
             except BaseException as exc:
                 await breaker.__aexit__(type(exc), exc, exc.__traceback__)
                 raise

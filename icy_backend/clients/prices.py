@@ -13,6 +13,7 @@ import httpx
 from icy_backend.breakers import Breakers
 from icy_backend.clients.errors import InvalidResponse
 from icy_backend.clients.http import Request, Upstream
+from icy_backend.metrics.business import cache_hit, cache_miss
 from icy_backend.metrics.families import Metrics
 
 SERVICE = "coingecko"
@@ -65,14 +66,18 @@ class PriceClient:
         return None
 
     async def btc_usd(self) -> Decimal:
+        """Counted in ``icy_backend_cache_operations_total{cache_type="btc_price"}``: a hit, or a miss per fetch."""
         price = self._fresh()
         if price is not None:
+            cache_hit(self.upstream.metrics, "btc_price")
             return price
         # Single flight: the first caller fetches; the others wait on the lock and then read the cache.
         async with self._lock:
             price = self._fresh()
             if price is not None:
+                cache_hit(self.upstream.metrics, "btc_price")
                 return price
+            cache_miss(self.upstream.metrics, "btc_price")
             price = await self.upstream.call("btc_usd", _PRICE, lambda r: parse_btc_usd(_decimal_json("btc_usd", r)))
             self._cached = (time.monotonic(), price)
             return price

@@ -31,7 +31,7 @@ from icy_backend.metrics.business import (
     business_operation,
     cache_hit,
     cache_miss,
-    set_oracle_data_age,
+    watch_oracle_data_age,
 )
 from icy_backend.metrics.families import Metrics
 from icy_backend.settings import Settings
@@ -113,6 +113,10 @@ class OracleService:
         self._circulated = SingleFlightCache(self._compute_circulated, ttl, clock)
         self._treasury = SingleFlightCache(self._compute_treasury, ttl, clock)
         self._ratio = SingleFlightCache(self._compute_ratio, ttl, clock)
+        # icy_backend_oracle_data_age_seconds: read from the caches' fetched-at times at every scrape.
+        watch_oracle_data_age(metrics, "circulated_icy", self._circulated.age)
+        watch_oracle_data_age(metrics, "treasury_btc", self._treasury.age)
+        watch_oracle_data_age(metrics, "icy_btc_ratio", self._ratio.age)
 
     # ---- public API ----------------------------------------------------------------------------------
 
@@ -148,9 +152,6 @@ class OracleService:
             cache_hit(self.metrics, kind)
         else:
             cache_miss(self.metrics, kind)
-        age = cache.age()
-        if age is not None and kind != "btc_price":
-            set_oracle_data_age(self.metrics, kind, age)
         return result
 
     async def _locked_addresses(self) -> list[str]:

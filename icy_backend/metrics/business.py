@@ -6,7 +6,7 @@ wrong value raises ``ValueError`` instead of creating a new series.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from time import perf_counter
@@ -21,9 +21,10 @@ OperationType = Literal[
     "swap_info",
     "generate_signature",
     "swap_request",
-    "payout",
 ]
-Category = Literal["oracle", "swap", "payout"]
+# Payouts are counted per payout in icy_backend_swap_operations_total{operation="payout"} (SPEC §6: the business
+# families cover oracle and swap operations).
+Category = Literal["oracle", "swap"]
 OperationStatus = Literal["success", "error"]
 CacheType = Literal["circulated_icy", "treasury_btc", "icy_btc_ratio", "btc_price"]
 CacheOperation = Literal["hit", "miss"]
@@ -109,10 +110,11 @@ def cache_miss(metrics: Metrics, cache_type: CacheType) -> None:
     metrics.cache_operations.labels(cache_type, "miss").inc()
 
 
-def set_oracle_data_age(metrics: Metrics, data_type: OracleDataType, seconds: float) -> None:
-    """Age in seconds of the cached oracle value ``data_type`` (negative ages are clamped to 0)."""
+def watch_oracle_data_age(metrics: Metrics, data_type: OracleDataType, age: Callable[[], float | None]) -> None:
+    """Export ``age()`` (seconds since the cached value ``data_type`` was fetched, ``None`` before the first fetch)
+    as ``icy_backend_oracle_data_age_seconds``, read at every scrape; negative ages are clamped to 0."""
     _check("data_type", data_type, ORACLE_DATA_TYPES)
-    metrics.oracle_data_age.labels(data_type).set(max(0.0, seconds))
+    metrics.oracle_data_age.watch(data_type, age)
 
 
 def swap_operation(metrics: Metrics, operation: SwapOperation, status: SwapStatus) -> None:

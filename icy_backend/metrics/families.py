@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from icy_backend import __version__
 from icy_backend.metrics.http_collector import HttpCollector
+from icy_backend.metrics.oracle_age import OracleAgeCollector
 from icy_backend.settings import BREAKER_SERVICES
 
 EXTERNAL_DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -147,12 +148,9 @@ class Metrics:
             ("cache_type", "operation"),
             registry=r,
         )
-        self.oracle_data_age = Gauge(
-            "icy_backend_oracle_data_age_seconds",
-            "Age of the cached oracle values, by kind (circulated_icy, treasury_btc, icy_btc_ratio).",
-            ("data_type",),
-            registry=r,
-        )
+        # Computed at scrape time from when each value was fetched (see oracle_age).
+        self.oracle_data_age = OracleAgeCollector()
+        r.register(self.oracle_data_age)
         self.swap_operations = Counter(
             "icy_backend_swap_operations_total",
             "Swap operations, by operation (signature, swap_request, payout) and outcome.",

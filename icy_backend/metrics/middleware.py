@@ -11,7 +11,8 @@ Cardinality is bounded by construction:
   405 partial match). Mount prefixes are composed from a route → template map built once per router. A request
   no route matched is ``path="<unmatched>"``.
 * ``method`` is one of GET HEAD POST PUT PATCH DELETE OPTIONS, anything else is ``OTHER``.
-* ``status`` is the status code the app sent (500 when the app raised or sent no response).
+* ``status`` is the status code the app sent (500 when the app raised an ``Exception`` or sent no response). A
+  request ended by a ``BaseException`` that is not an ``Exception`` (a cancellation at shutdown) is not counted.
 
 Middleware placed *inside* this one must pass the same ``scope`` dict down (all Starlette middleware does);
 otherwise the route is invisible here and every request counts as ``<unmatched>``.
@@ -88,15 +89,21 @@ class HttpMetricsMiddleware:
 
         in_flight[method] += 1
         start = perf_counter()
+        outcome = True
         try:
             await self.app(scope, receive, send_wrapper)
-        except BaseException:
+        except Exception:
             status = 500
             raise
+        except BaseException:
+            # A cancellation (shutdown, a server timeout): the request has no outcome, so it is not counted at
+            # all rather than as a 500 the app never sent.
+            outcome = False
+            raise
         finally:
-            duration = perf_counter() - start
             in_flight[method] -= 1
-            self._resolve(method, self._template(scope), status).observe(duration, size)
+            if outcome:
+                self._resolve(method, self._template(scope), status).observe(perf_counter() - start, size)
 
     def _template(self, scope: Scope) -> str:
         route = scope.get("route")

@@ -169,6 +169,32 @@ async def test_answers_are_not_failures() -> None:
 
 
 @pytest.mark.anyio
+async def test_answers_do_not_reset_the_failure_streak() -> None:
+    """A 4xx (or a revert) between failures is no success: the streak goes on and the breaker opens."""
+    breakers, metrics = make(threshold=3)
+    await fail(breakers, UpstreamTimeout(SERVICE, "read", "op"))
+    await fail(breakers, UpstreamHTTPStatus(SERVICE, 500))
+    await fail(breakers, UpstreamHTTPStatus(SERVICE, 404))
+    await fail(breakers, JsonRpcError(SERVICE, 3, "execution reverted"))
+    assert breakers.state(SERVICE) == "closed"
+    await fail(breakers, UpstreamHTTPStatus(SERVICE, 503))
+    assert breakers.state(SERVICE) == "open"
+    assert transitions(metrics, "open") == 1
+
+
+@pytest.mark.anyio
+async def test_an_answer_does_not_close_a_half_open_breaker() -> None:
+    breakers, _ = make(threshold=1, ttl=0.05)
+    await fail(breakers, UpstreamHTTPStatus(SERVICE, 500))
+    await anyio.sleep(0.1)
+    assert breakers.state(SERVICE) == "half_open"
+    await fail(breakers, UpstreamHTTPStatus(SERVICE, 404))
+    assert breakers.state(SERVICE) == "half_open"
+    await ok(breakers)
+    assert breakers.state(SERVICE) == "closed"
+
+
+@pytest.mark.anyio
 async def test_jsonrpc_transport_error_is_a_failure() -> None:
     breakers, _ = make(threshold=1)
     await fail(breakers, JsonRpcError(SERVICE, -32603, "internal error"))

@@ -85,6 +85,10 @@ async def test_btc_usd_parses_exactly_and_caches(
     assert await prices.btc_usd() == Decimal("65432.1")  # cached
     assert upstreams.price_requests == 1
     assert calls(metrics, "coingecko", "success") == 1
+    # The documented cache_type="btc_price" is really emitted: one miss (the fetch), one hit.
+    for operation in ("hit", "miss"):
+        labels = {"cache_type": "btc_price", "operation": operation}
+        assert metrics.registry.get_sample_value("icy_backend_cache_operations_total", labels) == 1
 
 
 async def test_btc_usd_single_flight(

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from icy_backend.clients.errors import UpstreamError
 from icy_backend.domain.cache import SingleFlightCache
 from icy_backend.domain.oracle import OracleService, icy_btc_ratio, treasury_sats
 from icy_backend.domain.sandbox import seed_locked_treasuries
@@ -142,6 +143,25 @@ async def test_cache_hits_misses_and_age(env: SimEnv, engine: AsyncEngine) -> No
     assert metric(m, "icy_backend_cache_operations_total", {**labels, "operation": "miss"}) == 3
     ok = {"operation_type": "icy_btc_ratio", "category": "oracle", "status": "success"}
     assert metric(m, "icy_backend_business_operations_total", ok) == 6
+
+
+@pytest.mark.anyio
+@pytest.mark.postgres
+async def test_data_age_keeps_growing_while_refreshes_fail(env: SimEnv, engine: AsyncEngine) -> None:
+    """The age is read at scrape time from when the value was fetched (fix: it was set only on success)."""
+    now = [1000.0]
+    oracle = _oracle(env, engine, clock=lambda: now[0])
+    m = env.metrics
+    age = {"data_type": "treasury_btc"}
+    assert m.registry.get_sample_value("icy_backend_oracle_data_age_seconds", age) is None  # nothing fetched yet
+    await oracle.treasury_btc()
+    assert metric(m, "icy_backend_oracle_data_age_seconds", age) == 0
+    env.sims.esplora.faults.set(Fault(path="*", status=503))
+    for elapsed in (400, 700, 1300):
+        now[0] = 1000.0 + elapsed
+        with pytest.raises(UpstreamError):  # the TTL (300 s) passed and every refresh fails
+            await oracle.treasury_btc()
+        assert metric(m, "icy_backend_oracle_data_age_seconds", age) == elapsed
 
 
 @pytest.mark.anyio

@@ -13,8 +13,8 @@ from icy_backend.metrics.business import (
     cache_miss,
     indexed,
     record_business_operation,
-    set_oracle_data_age,
     swap_operation,
+    watch_oracle_data_age,
 )
 
 from .conftest import sample
@@ -42,8 +42,8 @@ async def test_business_operation_success_and_error(metrics: Metrics) -> None:
 
 
 def test_record_business_operation(metrics: Metrics) -> None:
-    record_business_operation(metrics, "payout", "payout", "success", 0.2)
-    labels = {"operation_type": "payout", "category": "payout", "status": "success"}
+    record_business_operation(metrics, "swap_request", "swap", "success", 0.2)
+    labels = {"operation_type": "swap_request", "category": "swap", "status": "success"}
     assert sample(metrics, OPS, **labels) == 1
     assert sample(metrics, "icy_backend_business_operation_duration_seconds_sum", **labels) == 0.2
     assert sample(metrics, "icy_backend_business_operation_duration_seconds_bucket", le="0.5", **labels) == 1
@@ -53,8 +53,10 @@ def test_cache_and_age_and_swaps_and_indexing(metrics: Metrics) -> None:
     cache_hit(metrics, "icy_btc_ratio")
     cache_hit(metrics, "icy_btc_ratio")
     cache_miss(metrics, "btc_price")
-    set_oracle_data_age(metrics, "treasury_btc", 12.5)
-    set_oracle_data_age(metrics, "circulated_icy", -1)
+    ages = {"treasury_btc": 12.5}
+    watch_oracle_data_age(metrics, "treasury_btc", lambda: ages["treasury_btc"])
+    watch_oracle_data_age(metrics, "circulated_icy", lambda: -1)
+    watch_oracle_data_age(metrics, "icy_btc_ratio", lambda: None)  # never fetched: no series
     swap_operation(metrics, "signature", "rejected")
     indexed(metrics, "icy_swap", 3)
     indexed(metrics, "icy_swap", 0)
@@ -63,6 +65,9 @@ def test_cache_and_age_and_swaps_and_indexing(metrics: Metrics) -> None:
     assert sample(metrics, c, cache_type="btc_price", operation="miss") == 1
     assert sample(metrics, "icy_backend_oracle_data_age_seconds", data_type="treasury_btc") == 12.5
     assert sample(metrics, "icy_backend_oracle_data_age_seconds", data_type="circulated_icy") == 0
+    assert sample(metrics, "icy_backend_oracle_data_age_seconds", data_type="icy_btc_ratio") is None
+    ages["treasury_btc"] = 700.0  # read at scrape time
+    assert sample(metrics, "icy_backend_oracle_data_age_seconds", data_type="treasury_btc") == 700
     assert sample(metrics, "icy_backend_swap_operations_total", operation="signature", status="rejected") == 1
     assert sample(metrics, "icy_backend_indexed_transactions_total", chain="icy_swap") == 3
 
@@ -72,13 +77,14 @@ def test_cache_and_age_and_swaps_and_indexing(metrics: Metrics) -> None:
     [
         (cache_hit, ("oracle_price",)),
         (cache_miss, ("",)),
-        (set_oracle_data_age, ("btc_price", 1.0)),
+        (watch_oracle_data_age, ("btc_price", lambda: 1.0)),
         (swap_operation, ("signature", "partial_success")),
         (swap_operation, ("create_swap_request", "success")),
         (indexed, ("eth", 1)),
         (indexed, ("btc", -1)),
         (record_business_operation, ("oracle_operation", "oracle", "success", 0.1)),
-        (record_business_operation, ("payout", "payout", "timeout", 0.1)),
+        (record_business_operation, ("swap_request", "swap", "timeout", 0.1)),
+        (record_business_operation, ("payout", "payout", "success", 0.1)),  # payouts: swap_operations
     ],
 )
 def test_wrong_label_values_raise(metrics: Metrics, call: Any, args: tuple[Any, ...]) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.metrics import MetricWrapperBase
 
-from icy_backend.metrics import Metrics, make_registry
+from icy_backend.metrics import Metrics, make_registry, oracle_age
 from icy_backend.metrics.business import LABEL_VALUES
 from icy_backend.metrics.families import PENDING_TRANSACTION_TYPES
 from icy_backend.metrics.http_collector import HTTP_FAMILIES, HTTP_LABELS
@@ -54,6 +54,7 @@ def registry_families() -> dict[str, Family]:
     for spec in HTTP_FAMILIES:  # the HTTP request families are one custom collector, not wrappers
         exposed = spec.name + "_total" if spec.type == "counter" else spec.name
         families[exposed] = (spec.type, HTTP_LABELS, spec.buckets)
+    families[oracle_age.NAME] = ("gauge", oracle_age.LABELS, ())  # a custom collector read at scrape time
     # Nothing registered behind Metrics' back: collected families are exactly the wrappers' (+ collectors).
     collected = {
         f.name + "_total" if f.type == "counter" else f.name
@@ -109,3 +110,38 @@ def test_code_defined_label_values_documented() -> None:
     assert _values("api_name", "external API") == set(BREAKER_SERVICES)
     assert _values("transaction_type", "pending") == set(PENDING_TRANSACTION_TYPES)
     assert _values("method", "icy_backend_http_*") == {*KNOWN_METHODS, OTHER_METHOD}
+
+
+_CODE_DIRS = ("icy_backend", "jobs", "checks")
+_HELPERS = {
+    "icy_backend_business_operations_total": ("business_operation(", "record_business_operation("),
+    "icy_backend_cache_operations_total": ("cache_hit(", "cache_miss("),
+    "icy_backend_swap_operations_total": ("swap_operation(",),
+}
+
+
+def _callers() -> dict[str, str]:
+    """Source text of the modules that call a family's helpers (outside the helpers' own module), by family."""
+    root = DOC.parents[1]
+    texts: dict[str, list[str]] = {family: [] for family in _HELPERS}
+    for directory in _CODE_DIRS:
+        for path in (root / directory).rglob("*.py"):
+            if path.name == "business.py":
+                continue
+            text = path.read_text()
+            for family, helpers in _HELPERS.items():
+                if any(helper in text for helper in helpers):
+                    texts[family].append(text)
+    return {family: "\n".join(parts) for family, parts in texts.items()}
+
+
+@pytest.mark.parametrize("family", sorted(_HELPERS))
+def test_documented_values_of_what_is_not_derived_are_emitted(family: str) -> None:
+    """Every documented operation / cache type / category is passed to a helper somewhere (fix: documented
+    values such as cache_type="btc_price" were never emitted)."""
+    calls = _callers()[family]
+    for label, values in LABEL_VALUES[family].items():
+        if label == "status" or (label == "operation" and family.startswith("icy_backend_cache")):
+            continue  # outcomes follow from the helper (hit/miss) or from what happened
+        missing = {v for v in values if f'"{v}"' not in calls}
+        assert missing == set(), f"{family}{{{label}}}: documented but never emitted"

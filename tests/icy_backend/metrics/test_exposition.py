@@ -36,8 +36,8 @@ def filled_registry() -> CollectorRegistry:
         for j in range(i % 4):
             series.observe(i / 100 + j, i * 1000 + j * 7)
     metrics.http_collector.series("GET", 'we"ird\\pa\nth', "500").observe(0.5, 0)
-    metrics.oracle_data_age.labels("treasury_btc").set(1e21)
-    metrics.oracle_data_age.labels("circulated_icy").set(float("nan"))
+    metrics.oracle_data_age.watch("treasury_btc", lambda: 1e21)
+    metrics.oracle_data_age.watch("circulated_icy", lambda: float("nan"))
     metrics.job_last_success.labels("x").set(1_700_000_000.123)
     metrics.http_in_flight_counts["GET"] = 3
     Info("odd_info", "an info", registry=registry).info({"a": "1"})

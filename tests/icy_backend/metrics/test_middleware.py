@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import string
 
+import anyio
 import httpx
 import pytest
 from starlette.applications import Starlette
@@ -172,6 +173,28 @@ async def test_in_flight_after_send_fails(app: Starlette, metrics: Metrics) -> N
         await app(scope, _never_receive, send)
     assert sample(metrics, IN_FLIGHT, method="GET") == 0
     assert sample(metrics, REQ, method="GET", path="/forever", status="500") == 1
+
+
+@pytest.mark.anyio
+async def test_cancelled_request_is_not_counted_as_500(app: Starlette, metrics: Metrics) -> None:
+    """A request cancelled mid-handler (shutdown) has no outcome: no 500, and in-flight goes back to 0."""
+    started = anyio.Event()
+
+    async def receive() -> Message:
+        await anyio.sleep_forever()
+        raise AssertionError
+
+    async def send(message: Message) -> None:
+        started.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(app, _scope("GET", "/forever"), receive, send)
+        await started.wait()
+        assert sample(metrics, IN_FLIGHT, method="GET") == 1
+        tg.cancel_scope.cancel()
+    assert sample(metrics, IN_FLIGHT, method="GET") == 0
+    assert sample(metrics, REQ, method="GET", path="/forever", status="500") is None
+    assert sample(metrics, REQ, method="GET", path="/forever", status="200") is None
 
 
 @pytest.mark.anyio
