@@ -8,6 +8,7 @@ import signal
 import sys
 import warnings
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -94,6 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sim_p.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
     sim_p.add_argument("--env-file", default=None, help="write the KEY=value settings a service needs here")
     sim_p.add_argument("--block-time", type=float, default=5.0, help="seconds between blocks (default: 5)")
+    sim_p.add_argument(
+        "--replicas", type=int, choices=(1, 2), default=1, help="2: also serve /evm2, a replica that can lag"
+    )
     sub.add_parser("check", help="run every health check once; exit 0 healthy, 1 degraded, 2 unhealthy")
     args = parser.parse_args(argv)
 
@@ -101,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from icy_backend.sim.serve import run_simulate
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-        anyio.run(run_simulate, args.port, args.env_file, args.block_time, args.host)
+        anyio.run(partial(run_simulate, replicas=args.replicas), args.port, args.env_file, args.block_time, args.host)
         return 0
 
     settings = _settings_or_exit()

@@ -32,7 +32,10 @@ class Sandbox:
     """The in-process simulators and the settings that point the service at them."""
 
     def __init__(self, settings: Settings) -> None:
-        self.sims = Simulators(btc_network=settings.btc_network, chain_id=settings.chain_id)
+        # The sandbox seeds the demo locked treasury into its database, so its oracle subtracts it.
+        self.sims = Simulators(
+            btc_network=settings.btc_network, chain_id=settings.chain_id, service_knows_locked_treasury=True
+        )
         self.sims.seed_demo()
         env = self.sims.env_lines(SANDBOX_BASE_URL)
         self.locked_treasury = env.pop("DEMO_LOCKED_TREASURY_ADDRESS")

@@ -63,7 +63,17 @@ class PrefixRouter:
 class Simulators:
     """The four simulators and their combined app; ``seed_demo()`` adds deterministic demo state."""
 
-    def __init__(self, *, btc_network: str = "testnet", chain_id: int = 84532, seed: int = 42) -> None:
+    def __init__(
+        self,
+        *,
+        btc_network: str = "testnet",
+        chain_id: int = 84532,
+        seed: int = 42,
+        replicas: int = 1,
+        service_knows_locked_treasury: bool = False,
+    ) -> None:
+        if replicas not in (1, 2):
+            raise ValueError("replicas must be 1 or 2")
         self.btc_network = btc_network
         self.btc_wallet = P2wpkhKey.from_seed(DEMO_BTC_SEED, BTC_NETWORKS[btc_network])
         self.signer_key = DEMO_SIGNER_KEY
@@ -75,18 +85,27 @@ class Simulators:
         self.evm = EvmSim(chain_id=chain_id, signer_address=self.signer_address)
         self.prices = PriceSim()
         self.mochi = MochiSim(chain_id="8453" if chain_id == 8453 else str(chain_id))
+        # Whether the service using these simulators lists the demo locked treasury in ``icy_locked_treasuries``
+        # (sandbox mode seeds it; a service configured from the env file of ``simulate`` cannot know it).
+        self.service_knows_locked_treasury = service_knows_locked_treasury
+        self.replicas = replicas
+        self.evm2 = self.evm.view() if replicas == 2 else None
         self.initial_icy_tx = ""
         self.initial_swap_block = 0
         self.ticks = 0
         self._rng = random.Random(seed)
-        self.app = PrefixRouter(
-            {
-                "/esplora": self.esplora.app,
-                "/evm": self.evm.app,
-                "/coingecko": self.prices.app,
-                "/mochi": self.mochi.app,
-            }
-        )
+        mounts: dict[str, ASGIApp] = {
+            "/esplora": self.esplora.app,
+            "/evm": self.evm.app,
+            "/coingecko": self.prices.app,
+            "/mochi": self.mochi.app,
+        }
+        if self.evm2 is not None:
+            mounts["/evm2"] = self.evm2.app
+            # TODO(esplora replica): mount "/esplora2", a lagging view of the same Esplora chain
+            # (``PUT /esplora2/_sim/lag``), once the Esplora simulator provides one, and list it in
+            # BTC_BLOCKSTREAM_API_URLS in env_lines() below.
+        self.app = PrefixRouter(mounts)
 
     def seed_demo(self) -> None:
         """Fund the BTC treasury, mint ICY to holders, locked treasury and signer, mine a few blocks."""
@@ -106,7 +125,19 @@ class Simulators:
         return int(chain["funded_txo_sum"] - chain["spent_txo_sum"] - mempool["spent_txo_sum"])
 
     def circulated_wei(self) -> int:
-        return self.evm.total_supply - self.evm.balance_of(self.locked_treasury) + self.mochi.value_wei
+        """Circulating ICY as the service using these simulators computes it (SPEC §9 oracle): total supply
+        minus the locked treasuries *it knows*, plus Mochi Pay."""
+        locked = self.evm.balance_of(self.locked_treasury) if self.service_knows_locked_treasury else 0
+        return self.evm.total_supply - locked + self.mochi.value_wei
+
+    def demo_btc_amount(self, icy_amount: int) -> int | None:
+        """The sats a demo swap of ``icy_amount`` gets: its value at the service's ratio (SPEC §9: ratio
+        R = circ x 10^16 // (sats x 10^18), value = icy // (R x 100)), so it is never a price outlier."""
+        circulated, treasury = self.circulated_wei(), self.treasury_sats()
+        if circulated <= 0 or treasury <= 0:
+            return None
+        ratio = circulated * 10**16 // (treasury * 10**18)
+        return icy_amount // (ratio * 100) if ratio > 0 else None
 
     def tick(self) -> None:
         """One ticker step: a few ICY transfers, sometimes a swap, then a block on each chain."""
@@ -120,9 +151,8 @@ class Simulators:
         if self.ticks % 4 == 0 or rng.random() < 0.1:
             frm = rng.choice(self.holders)
             icy_amount = rng.randint(10, 100) * ICY
-            circulated, treasury = self.circulated_wei(), self.treasury_sats()
-            if circulated > 0 and treasury > 0 and self.evm.balance_of(frm) >= icy_amount:
-                btc_amount = icy_amount * treasury // circulated
+            btc_amount = self.demo_btc_amount(icy_amount)
+            if btc_amount and self.evm.balance_of(frm) >= icy_amount:
                 self.evm.emit_swap(icy_amount, rng.choice(self.btc_users).address, btc_amount, frm)
         self.evm.mine_block()
         self.esplora.mine()
@@ -137,7 +167,11 @@ class Simulators:
     def env_lines(self, base_url: str) -> dict[str, str]:
         """The settings a service needs to use these simulators at ``base_url`` (no trailing slash)."""
         base = base_url.rstrip("/")
+        replicas: dict[str, str] = {}
+        if self.evm2 is not None:
+            replicas["BLOCKCHAIN_BASE_RPC_ENDPOINTS"] = f"{base}/evm,{base}/evm2"  # primary first
         return {
+            **replicas,
             "BTC_BLOCKSTREAM_API_URL": f"{base}/esplora",
             "BLOCKCHAIN_BASE_RPC_ENDPOINT": f"{base}/evm",
             "COINGECKO_API_URL": f"{base}/coingecko",

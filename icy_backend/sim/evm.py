@@ -29,36 +29,28 @@ from icy_backend.sim.evm_chain import (
 from icy_backend.sim.evm_swap import apply_raw_transaction
 from icy_backend.sim.faults import FaultInjector, FaultSet
 
-__all__ = ["EvmSim", "RpcError"]
+__all__ = ["EvmNode", "EvmSim", "RpcError"]
 
 FAKE_CODE = "0x6080604052348015600f57600080fd5b50"
 REVERT = 3  # geth's "execution reverted" error code
 
 
-class EvmSim(EvmChain):
-    """JSON-RPC simulator. ``.app`` is the ASGI app (with fault injection), ``.faults`` its faults."""
+class EvmNode:
+    """One JSON-RPC node over a shared `EvmChain`: ``.app`` (with fault injection), ``.faults``, ``.lag``.
 
-    def __init__(
-        self,
-        *,
-        chain_id: int = 84532,
-        icy_address: str | None = None,
-        swap_address: str | None = None,
-        signer_address: str | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        super().__init__(
-            chain_id=chain_id,
-            icy_address=icy_address,
-            swap_address=swap_address,
-            signer_address=signer_address,
-            clock=clock,
-        )
+    A node ``lag`` blocks behind answers as a real lagging node does: its block number, headers, logs, receipts,
+    transactions and nonces are those of the chain ``lag`` blocks ago, and past its head it answers null
+    headers and receipts and empty log lists (never an error). ``eth_call`` reads the current state.
+    """
+
+    def __init__(self, chain: EvmChain, *, lag: int = 0) -> None:
+        self.chain = chain
+        self.lag = lag
         self.faults = FaultSet()
         self.app = FaultInjector(self._starlette(), self.faults)
         self.methods: dict[str, Callable[[list[Any]], Any]] = {
-            "eth_chainId": lambda p: hex(self.chain_id),
-            "net_version": lambda p: str(self.chain_id),
+            "eth_chainId": lambda p: hex(self.chain.chain_id),
+            "net_version": lambda p: str(self.chain.chain_id),
             "web3_clientVersion": lambda p: "icy-backend-sim/1.0",
             "eth_blockNumber": lambda p: hex(self.head),
             "eth_call": self._eth_call,
@@ -75,6 +67,17 @@ class EvmSim(EvmChain):
             "eth_gasPrice": lambda p: hex(BASE_FEE + PRIORITY_FEE),
             "eth_sendRawTransaction": self._eth_send_raw,
         }
+
+    @property
+    def head(self) -> int:
+        """This node's head: the chain's head ``lag`` blocks ago."""
+        return max(0, self.chain.head - self.lag)
+
+    def _knows(self, tx: EvmTx) -> bool:
+        """Whether this node has ``tx`` mined (pending ones only when it is up to date)."""
+        if tx.block_number is None:
+            return self.lag == 0
+        return tx.block_number <= self.head
 
     # ------------------------------------------------------------------ JSON-RPC
 
@@ -99,27 +102,28 @@ class EvmSim(EvmChain):
         return {"jsonrpc": "2.0", "id": req_id, "result": result}
 
     def _eth_call(self, params: list[Any]) -> str:
+        chain = self.chain
         call = params[0]
         to = norm(call.get("to") or "")
         data = bytes.fromhex(str(call.get("input") or call.get("data") or "0x").removeprefix("0x"))
         selector, args = "0x" + data[:4].hex(), data[4:]
-        if to == norm(self.icy_address):
+        if to == norm(chain.icy_address):
             if selector == abi.SEL_TOTAL_SUPPLY:
-                return abi.uint_word(self.total_supply)
+                return abi.uint_word(chain.total_supply)
             if selector == abi.SEL_BALANCE_OF:
                 (owner,) = decode(["address"], args)
-                return abi.uint_word(self.balance_of(owner))
+                return abi.uint_word(chain.balance_of(owner))
             if selector == abi.SEL_DECIMALS:
                 return abi.uint_word(18)
             if selector == abi.SEL_SYMBOL:
                 return abi.hex_data(encode(["string"], ["ICY"]))
             if selector == abi.SEL_NAME:
                 return abi.hex_data(encode(["string"], ["Icy"]))
-        elif to == norm(self.swap_address):
-            if selector == abi.SEL_SIGNER_ADDRESS and self.signer_address:
-                return abi.hex_data(encode(["address"], [self.signer_address]))
+        elif to == norm(chain.swap_address):
+            if selector == abi.SEL_SIGNER_ADDRESS and chain.signer_address:
+                return abi.hex_data(encode(["address"], [chain.signer_address]))
             if selector == abi.SEL_ICY:
-                return abi.hex_data(encode(["address"], [self.icy_address]))
+                return abi.hex_data(encode(["address"], [chain.icy_address]))
         else:
             return "0x"  # no code at that address
         raise RpcError(REVERT, "execution reverted", "0x")
@@ -128,7 +132,7 @@ class EvmSim(EvmChain):
         flt = params[0] if params else {}
         if not isinstance(flt, dict):
             raise RpcError(-32602, "invalid filter")
-        return self.get_logs(flt)
+        return self.chain.get_logs(flt, head=self.head)
 
     def _tx_json(self, tx: EvmTx) -> dict[str, Any]:
         return {
@@ -155,12 +159,12 @@ class EvmSim(EvmChain):
         }
 
     def _eth_tx_by_hash(self, params: list[Any]) -> dict[str, Any] | None:
-        tx = self.txs.get(str(params[0]).lower())
-        return None if tx is None else self._tx_json(tx)
+        tx = self.chain.txs.get(str(params[0]).lower())
+        return None if tx is None or not self._knows(tx) else self._tx_json(tx)
 
     def _eth_receipt(self, params: list[Any]) -> dict[str, Any] | None:
-        tx = self.txs.get(str(params[0]).lower())
-        if tx is None or tx.block_number is None:
+        tx = self.chain.txs.get(str(params[0]).lower())
+        if tx is None or tx.block_number is None or not self._knows(tx):
             return None
         return {
             "transactionHash": tx.hash,
@@ -208,31 +212,36 @@ class EvmSim(EvmChain):
         }
 
     def _eth_block_by_number(self, params: list[Any]) -> dict[str, Any] | None:
-        number = self.block_number(params[0])
+        number = self.chain.block_number(params[0], head=self.head)
         full = bool(params[1]) if len(params) > 1 else False
-        return None if number is None else self._block_json(self.blocks[number], full)
+        return None if number is None else self._block_json(self.chain.blocks[number], full)
 
     def _eth_block_by_hash(self, params: list[Any]) -> dict[str, Any] | None:
         full = bool(params[1]) if len(params) > 1 else False
-        for block in self.blocks:
+        for block in self.chain.blocks[: self.head + 1]:
             if block.hash == str(params[0]).lower():
                 return self._block_json(block, full)
         return None
 
     def _eth_tx_count(self, params: list[Any]) -> str:
         """Mined transactions of the sender; with the ``pending`` tag, its pending ones too (like geth)."""
+        chain = self.chain
         sender = norm(to_checksum_address(params[0]))
-        count = self.nonces.get(sender, 0)
+        if self.lag:  # a lagging node knows neither the newer blocks nor the mempool
+            head = self.head
+            mined = (tx for tx in chain.txs.values() if tx.frm == sender and tx.block_number is not None)
+            return hex(sum(1 for tx in mined if tx.block_number is not None and tx.block_number <= head))
+        count = chain.nonces.get(sender, 0)
         if (params[1] if len(params) > 1 else "latest") != "pending":
-            count -= sum(1 for tx in self.pending if tx.frm == sender)
+            count -= sum(1 for tx in chain.pending if tx.frm == sender)
         return hex(count)
 
     def _eth_get_code(self, params: list[Any]) -> str:
         address = norm(params[0])
-        return FAKE_CODE if address in (norm(self.icy_address), norm(self.swap_address)) else "0x"
+        return FAKE_CODE if address in (norm(self.chain.icy_address), norm(self.chain.swap_address)) else "0x"
 
     def _eth_send_raw(self, params: list[Any]) -> str:
-        return apply_raw_transaction(self, str(params[0]))
+        return apply_raw_transaction(self.chain, str(params[0]))
 
     # ------------------------------------------------------------------ HTTP
 
@@ -242,6 +251,8 @@ class EvmSim(EvmChain):
                 Route("/", self._h_rpc, methods=["POST"]),
                 Route("/_sim/swap", self._h_swap, methods=["POST"]),
                 Route("/_sim/mine", self._h_mine, methods=["POST"]),
+                Route("/_sim/reorg", self._h_reorg, methods=["POST"]),
+                Route("/_sim/lag", self._h_lag, methods=["GET", "PUT"]),
             ]
         )
 
@@ -258,17 +269,100 @@ class EvmSim(EvmChain):
         return JSONResponse(self.handle(body))
 
     async def _h_swap(self, request: Request) -> Response:
-        data = await request.json()
         try:
-            tx_hash = self.emit_swap(
-                int(data["icy_amount"]), str(data["btc_address"]), int(data["btc_amount"]), str(data["from"])
+            data = await _control_body(request, {"icy_amount", "btc_address", "btc_amount", "from", "count"})
+            count = _int_field(data, "count", 1, minimum=1)
+            tx_hash = self.chain.emit_swap(
+                _int_field(data, "icy_amount", None, minimum=0),
+                str(data["btc_address"]),
+                _int_field(data, "btc_amount", None, minimum=0),
+                str(data["from"]),
+                count=count,
             )
         except (KeyError, TypeError, ValueError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse({"transaction_hash": tx_hash, "block_number": self.head + 1})
+        return JSONResponse({"transaction_hash": tx_hash, "block_number": self.chain.head + 1, "count": count})
 
     async def _h_mine(self, request: Request) -> Response:
-        return JSONResponse({"block_number": self.mine_block()})
+        try:
+            data = await _control_body(request, {"blocks"})
+            blocks = _int_field(data, "blocks", 1, minimum=1)
+        except (TypeError, ValueError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        self.chain.mine_empty(blocks)
+        return JSONResponse({"block_number": self.chain.head})
+
+    async def _h_reorg(self, request: Request) -> Response:
+        try:
+            data = await _control_body(request, {"depth", "reinclude"})
+            depth = _int_field(data, "depth", None, minimum=1)
+            reinclude = data.get("reinclude", True)
+            if not isinstance(reinclude, bool):
+                raise ValueError("reinclude must be a boolean")
+            result = self.chain.reorg(depth, reinclude=reinclude)
+        except (KeyError, TypeError, ValueError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(result)
+
+    async def _h_lag(self, request: Request) -> Response:
+        if request.method == "PUT":
+            try:
+                data = await _control_body(request, {"blocks"})
+                self.lag = _int_field(data, "blocks", None, minimum=0)
+            except (KeyError, TypeError, ValueError) as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse({"blocks": self.lag, "head": self.head, "chain_head": self.chain.head})
+
+
+async def _control_body(request: Request, allowed: set[str]) -> dict[str, Any]:
+    """The JSON object of a control request ({} when empty); unknown keys are refused (400)."""
+    raw = await request.body()
+    data = json.loads(raw) if raw.strip() else {}
+    if not isinstance(data, dict):
+        raise ValueError("body must be a JSON object")
+    unknown = set(data) - allowed
+    if unknown:
+        raise ValueError(f"unknown keys: {sorted(unknown)}")
+    return data
+
+
+def _int_field(data: dict[str, Any], key: str, default: int | None, *, minimum: int) -> int:
+    value = data.get(key, default)
+    if value is None:
+        raise KeyError(key)
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)  # amounts may come as decimal strings
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{key} must be an integer >= {minimum}")
+    return value
+
+
+class EvmSim(EvmChain):
+    """The EVM chain with its primary JSON-RPC node: ``.app``, ``.faults``; ``view()`` adds a replica."""
+
+    def __init__(
+        self,
+        *,
+        chain_id: int = 84532,
+        icy_address: str | None = None,
+        swap_address: str | None = None,
+        signer_address: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(
+            chain_id=chain_id,
+            icy_address=icy_address,
+            swap_address=swap_address,
+            signer_address=signer_address,
+            clock=clock,
+        )
+        self.node = EvmNode(self)
+        self.faults = self.node.faults
+        self.app = self.node.app
+
+    def view(self, *, lag: int = 0) -> EvmNode:
+        """Another node (replica) of this chain with its own faults and lag (``PUT /_sim/lag``)."""
+        return EvmNode(self, lag=lag)
 
 
 def abi_gas(params: list[Any]) -> int:

@@ -127,6 +127,7 @@ class EvmChain:
         self.pending: list[EvmTx] = []
         self.used_digests: set[bytes] = set()
         self._counter = 0
+        self._mined = 0
         self._log_blocks: list[int] = []  # numbers of blocks holding logs, ascending
         genesis_hash = "0x" + keccak(text=f"icy-sim genesis {chain_id}").hex()
         self.blocks: list[EvmBlock] = [EvmBlock(0, genesis_hash, "0x" + "00" * 32, int(clock()), [])]
@@ -161,22 +162,20 @@ class EvmChain:
         self._transfer_log(tx, frm, to, amount)
         return tx.hash
 
-    def emit_swap(self, icy_amount: int, btc_address: str, btc_amount: int, frm: str) -> str:
-        """A swap call from ``frm`` in the pending block: ICY moves to the swap contract when ``frm`` holds
-        enough (with its Transfer log), then the ``Swap`` event. Returns the tx hash."""
+    def emit_swap(self, icy_amount: int, btc_address: str, btc_amount: int, frm: str, *, count: int = 1) -> str:
+        """A swap call from ``frm`` in the pending block emitting ``count`` identical ``Swap`` events (a batched
+        call): for each, ICY moves to the swap contract when ``frm`` holds enough (with its Transfer log), then
+        the event. ``btc_amount`` is not checked against any price (a leaked signer key). Returns the tx hash."""
+        if count < 1:
+            raise ValueError("count must be at least 1")
         calldata = abi.swap_calldata(icy_amount, btc_address, btc_amount, self._counter, 0, b"\x00" * 65)
         tx = self._new_tx(frm, self.swap_address, calldata)
-        if self.balance_of(frm) >= icy_amount:
-            self._move(frm, self.swap_address, icy_amount)
-            self._transfer_log(tx, frm, self.swap_address, icy_amount)
-        tx.logs.append(
-            Log(
-                norm(self.swap_address),
-                [abi.SWAP_TOPIC],
-                abi.swap_data(icy_amount, btc_address, btc_amount),
-                tx,
-            )
-        )
+        for _ in range(count):
+            if self.balance_of(frm) >= icy_amount:
+                self._move(frm, self.swap_address, icy_amount)
+                self._transfer_log(tx, frm, self.swap_address, icy_amount)
+            data = abi.swap_data(icy_amount, btc_address, btc_amount)
+            tx.logs.append(Log(norm(self.swap_address), [abi.SWAP_TOPIC], data, tx))
         return tx.hash
 
     def mine_block(self) -> int:
@@ -184,7 +183,8 @@ class EvmChain:
         parent = self.blocks[-1]
         number = parent.number + 1
         timestamp = max(int(self.clock()), parent.timestamp + 1)
-        block_hash = "0x" + keccak(text=f"{parent.hash}:{number}:{timestamp}:{self.chain_id}").hex()
+        self._mined += 1  # in the hash: a height re-mined after a reorg gets a new hash
+        block_hash = "0x" + keccak(text=f"{parent.hash}:{number}:{timestamp}:{self.chain_id}:{self._mined}").hex()
         txs, self.pending = self.pending, []
         log_index = 0
         cumulative = 0
@@ -205,6 +205,54 @@ class EvmChain:
         for _ in range(n):
             self.mine_block()
         return self.head
+
+    def reorg(self, depth: int, *, reinclude: bool = True) -> dict[str, Any]:
+        """Replace the last ``depth`` blocks with ``depth + 1`` new ones (new hashes; the new chain is longer).
+
+        ``reinclude``: the removed transactions are mined again, each one block later than before (so at other
+        block numbers and log indexes); otherwise they vanish with their ICY moves and nonces (the events are
+        gone). Transactions pending at the time stay pending.
+        """
+        if depth < 1 or depth > self.head:
+            raise ValueError(f"depth must be between 1 and {self.head}")
+        removed = self.blocks[-depth:]
+        del self.blocks[-depth:]
+        self._log_blocks = [n for n in self._log_blocks if n <= self.head]
+        pending, self.pending = self.pending, []
+        for block in removed:
+            for tx in block.txs:
+                tx.block_number = tx.block_hash = tx.index = None
+        if reinclude:
+            self.mine_block()  # the fork's first block, without them
+            for block in removed:
+                self.pending = list(block.txs)
+                self.mine_block()
+        else:
+            for block in reversed(removed):
+                for tx in reversed(block.txs):
+                    self._drop(tx)
+            self.mine_empty(depth + 1)
+        self.pending = pending
+        return {
+            "head": self.head,
+            "removed": [b.hash for b in removed],
+            "reincluded": sum(len(b.txs) for b in removed) if reinclude else 0,
+        }
+
+    def _drop(self, tx: EvmTx) -> None:
+        """Undo a transaction that a reorg dropped: its ICY moves (from its Transfer logs) and its nonce."""
+        for log in reversed(tx.logs):
+            if log.address != norm(self.icy_address) or log.topics[0] != abi.TRANSFER_TOPIC:
+                continue
+            frm, to = "0x" + log.topics[1][-40:], "0x" + log.topics[2][-40:]
+            amount = int(log.data, 16)
+            self.balances[to] = self.balance_of(to) - amount
+            if frm == abi.ZERO_ADDRESS:
+                self.total_supply -= amount
+            else:
+                self.balances[frm] = self.balance_of(frm) + amount
+        del self.txs[tx.hash]
+        self.nonces[tx.frm] = max((t.nonce + 1 for t in self.txs.values() if t.frm == tx.frm), default=0)
 
     def transfer_in(self, tx: EvmTx, frm: str, to: str, amount: int) -> None:
         """Move ICY as part of ``tx`` and append its Transfer log."""
@@ -233,10 +281,12 @@ class EvmChain:
         topics = [abi.TRANSFER_TOPIC, abi.address_topic(frm), abi.address_topic(to)]
         tx.logs.append(Log(norm(self.icy_address), topics, abi.transfer_data(amount), tx))
 
-    def block_number(self, tag: Any, *, future: bool = False) -> int | None:
-        """Resolve a block tag or hex quantity; None for blocks beyond the head unless ``future``."""
+    def block_number(self, tag: Any, *, future: bool = False, head: int | None = None) -> int | None:
+        """Resolve a block tag or hex quantity as a node whose head is ``head`` (default: the chain's head);
+        None for blocks beyond that head unless ``future``."""
+        top = self.head if head is None else head
         if tag in (None, "latest", "pending", "safe", "finalized"):
-            return self.head
+            return top
         if tag == "earliest":
             return 0
         if not isinstance(tag, str) or not tag.startswith("0x"):
@@ -245,27 +295,29 @@ class EvmChain:
             number = int(tag, 16)
         except ValueError as exc:
             raise RpcError(-32602, f"invalid block tag {tag!r}") from exc
-        return number if number <= self.head or future else None
+        return number if number <= top or future else None
 
-    def get_logs(self, flt: dict[str, Any]) -> list[dict[str, Any]]:
-        """``eth_getLogs``: address and topic filters, inclusive block ranges, a range-size limit."""
+    def get_logs(self, flt: dict[str, Any], *, head: int | None = None) -> list[dict[str, Any]]:
+        """``eth_getLogs`` as a node whose head is ``head``: address and topic filters, inclusive block ranges,
+        a range-size limit; blocks past that head hold no logs yet (an empty list, not an error)."""
+        top = self.head if head is None else head
         if "blockHash" in flt:
-            blocks = [b for b in self.blocks if b.hash == flt["blockHash"]]
+            blocks = [b for b in self.blocks[: top + 1] if b.hash == flt["blockHash"]]
             if not blocks:
                 raise RpcError(-32000, "unknown block")
             start = end = blocks[0].number
         else:
-            from_block = self.block_number(flt.get("fromBlock", "latest"), future=True)
-            to_block = self.block_number(flt.get("toBlock", "latest"), future=True)
+            from_block = self.block_number(flt.get("fromBlock", "latest"), future=True, head=top)
+            to_block = self.block_number(flt.get("toBlock", "latest"), future=True, head=top)
             assert from_block is not None
             assert to_block is not None
-            if from_block > self.head:
+            if from_block > top:
                 return []  # nothing mined there yet
             if from_block > to_block:
                 raise RpcError(-32602, "invalid block range params")
             if to_block - from_block + 1 > self.log_range_limit:
                 raise RpcError(-32005, f"block range too large: query exceeds max block range {self.log_range_limit}")
-            start, end = from_block, min(to_block, self.head)
+            start, end = from_block, min(to_block, top)
         addresses = flt.get("address")
         wanted = {norm(a) for a in ([addresses] if isinstance(addresses, str) else addresses or [])}
         topics: list[Any] = flt.get("topics") or []

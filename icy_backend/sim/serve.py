@@ -53,10 +53,14 @@ async def run_simulate(
     *,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     sims: Simulators | None = None,
+    replicas: int = 1,
 ) -> None:
-    """Serve all simulators on ``host:port`` until SIGTERM/SIGINT (or ``shutdown_trigger``) or cancellation."""
+    """Serve all simulators on ``host:port`` until SIGTERM/SIGINT (or ``shutdown_trigger``) or cancellation.
+
+    ``replicas=2`` also serves ``/evm2``, a second node of the same chain that lags on ``PUT /evm2/_sim/lag``,
+    listed second in the env file's ``BLOCKCHAIN_BASE_RPC_ENDPOINTS``."""
     if sims is None:
-        sims = Simulators()
+        sims = Simulators(replicas=replicas)
         sims.seed_demo()
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]

@@ -118,3 +118,38 @@ async def test_run_simulate_stops_on_shutdown_trigger() -> None:
                         await anyio.sleep(0.05)
                 assert r.status_code == 200
             stop.set()
+
+
+async def test_simulate_with_two_replicas_serves_a_lagging_evm2(tmp_path: Path) -> None:
+    port = free_port()
+    env_path = tmp_path / "sim.env"
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: run_simulate(port, str(env_path), 0.05, replicas=2))
+            while not env_path.exists():
+                await anyio.sleep(0.05)
+            lines = dict(line.split("=", 1) for line in env_path.read_text().splitlines())
+            base = f"http://127.0.0.1:{port}"
+            assert lines["BLOCKCHAIN_BASE_RPC_ENDPOINTS"] == f"{base}/evm,{base}/evm2"  # primary first
+            body = {"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}
+            async with httpx.AsyncClient() as client:
+                r = await client.put(f"{base}/evm2/_sim/lag", json={"blocks": 50})
+                assert r.status_code == 200
+                assert r.json()["blocks"] == 50
+                primary = int((await client.post(f"{base}/evm", json=body)).json()["result"], 16)
+                lagging = int((await client.post(f"{base}/evm2", json=body)).json()["result"], 16)
+                assert lagging == max(0, primary - 50)
+                assert (await client.put(f"{base}/evm2/_sim/lag", json={"block": 1})).status_code == 400
+            tg.cancel_scope.cancel()
+
+
+def test_demo_swaps_are_priced_as_the_service_of_the_env_file_prices() -> None:
+    sims = Simulators()
+    sims.seed_demo()
+    # the env file's service knows no locked treasury: circulating = total supply + Mochi Pay
+    circulated = sims.evm.total_supply + sims.mochi.value_wei
+    ratio = circulated * 10**16 // (sims.treasury_sats() * 10**18)
+    assert sims.demo_btc_amount(100 * 10**18) == 100 * 10**18 // (ratio * 100)
+    sandbox = Simulators(service_knows_locked_treasury=True)
+    sandbox.seed_demo()
+    assert sandbox.circulated_wei() == circulated - 900_000 * 10**18
