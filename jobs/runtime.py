@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -25,6 +27,8 @@ log = logging.getLogger(__name__)
 
 Role = Literal["leader", "standby", "single"]
 LIVENESS_NAME = "job_scheduler"
+NO_LEADER_INTERVALS = 3
+"""A standby that has seen no leader for this many job intervals reports ``degraded``, leader ``none``."""
 
 
 def set_pending(metrics: Metrics, kind: str, n: int) -> None:
@@ -75,6 +79,12 @@ class JobRuntime:
             keepalive = min(5.0, settings.INDEX_INTERVAL)
             self.leader = LeaderLock(engine, key=lock_key, keepalive_interval=keepalive)
         self._role: Role = "standby" if self.leader is not None else "single"
+        # When some replica was last known to hold the leader lock (monotonic): this one while it leads, or
+        # another one whose session made this replica's pg_try_advisory_lock fail. Starts at construction so
+        # a fresh standby does not cry "no leader" before it has tried.
+        self._leader_seen = time.monotonic()
+        self.no_leader_after = NO_LEADER_INTERVALS * settings.INDEX_INTERVAL
+        self._dead = False
         metrics.job_leader.set(0)
 
     # ---- reads for the endpoint -------------------------------------------------------------------------
@@ -84,11 +94,25 @@ class JobRuntime:
         return self._role
 
     def report(self) -> JobsReport:
-        """Jobs, summary, overall status from a snapshot; a standby is healthy (the leader reports)."""
-        report = self.board.report(apply_rules=self._role != "standby")
+        """Jobs, summary, overall status from a snapshot.
+
+        A standby does not judge the jobs (the leader reports them): it is ``healthy`` with
+        ``summary.leader = "other"`` while some replica held the leader lock within the last
+        :data:`NO_LEADER_INTERVALS` intervals, else ``degraded`` with ``summary.leader = "none"``.
+        """
+        role = self._role
+        report = self.board.report(apply_rules=role != "standby")
         if self.scheduler.active:
             self.metrics.jobs_stalled.set(report.stalled)
-        return report
+        if role != "standby":
+            return dataclasses.replace(report, summary={**report.summary, "leader": "self"})
+        if self.leader_missing():
+            return dataclasses.replace(report, status="degraded", summary={**report.summary, "leader": "none"})
+        return dataclasses.replace(report, summary={**report.summary, "leader": "other"})
+
+    def leader_missing(self) -> bool:
+        """No replica (as far as this standby can tell) held the leader lock for ``no_leader_after`` s."""
+        return self._role == "standby" and time.monotonic() - self._leader_seen > self.no_leader_after
 
     def statuses(self) -> dict[str, dict[str, Any]]:
         return self.report().jobs
@@ -97,13 +121,19 @@ class JobRuntime:
         return self.report().summary
 
     def alive(self) -> bool:
-        """Liveness hook: False while the scheduler runs here and its loops are stuck."""
-        return self.scheduler.alive()
+        """Liveness hook: False when the runtime died while the process serves, or its loops are stuck."""
+        return not self._dead and self.scheduler.alive()
 
     # ---- running ----------------------------------------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Run until cancelled (shutdown cancels the jobs and awaits pings within the grace period)."""
+        """Run until cancelled (shutdown cancels the jobs and awaits pings within the grace period).
+
+        The liveness hook stays registered after this returns: ending for any reason while the process still
+        serves (an exception, or a crashed sibling that ended the lifespan's task group) makes ``/livez`` fail,
+        so Kubernetes restarts the pod. Only an end after :meth:`Lifecycle.begin_drain` (shutdown) is clean.
+        """
+        self._dead = False
         self.lifecycle.add_liveness(LIVENESS_NAME, self.alive)
         try:
             if self.leader is None:
@@ -113,13 +143,18 @@ class JobRuntime:
                 task_status.started()
                 await self._campaign_forever(self.leader)
         finally:
-            self.lifecycle.remove_liveness(LIVENESS_NAME)
+            if not self.lifecycle.draining:
+                self._dead = True
+                log.error("the job runtime ended while the process still serves; /livez fails from now on")
             self._set_role("standby" if self.leader is not None else "single", leading=False)
 
     async def _campaign_forever(self, leader: LeaderLock) -> None:
         while True:
             try:
-                await leader.campaign(self._lead, on_lost=lambda: self._set_role("standby"))
+                await leader.campaign(self._lead, on_lost=self._lost)
+                # Either this replica led until now, or the try failed because another session holds the
+                # lock: both prove that some replica led at this moment.
+                self._leader_seen = time.monotonic()
             except Exception as exc:
                 log.warning("job leader election failed (%s); retrying", error_class(exc))
             self._set_role("standby")
@@ -135,7 +170,14 @@ class JobRuntime:
             self._set_role("standby")
             log.info("job leadership ended")
 
+    def _lost(self) -> None:
+        self._leader_seen = time.monotonic()
+        self._set_role("standby")
+
     def _set_role(self, role: Role, *, leading: bool | None = None) -> None:
+        if self._role != "standby" or role != "standby":
+            # Leading until now (or from now): a leader existed at this moment.
+            self._leader_seen = time.monotonic()
         self._role = role
         if leading is None:
             leading = role != "standby"

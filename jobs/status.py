@@ -98,7 +98,7 @@ class JobStatus:
     def display_status(self, now_mono: float) -> str:
         return "stalled" if self.is_stalled(now_mono) else self.state
 
-    def to_json(self, now_mono: float) -> dict[str, Any]:
+    def to_json(self, now_mono: float, grace: float = LATE_GRACE_SECONDS) -> dict[str, Any]:
         """The JobStatus body of SPEC §5 (no raw errors, no stack traces, no URLs)."""
         return {
             "job_name": self.job_name,
@@ -117,6 +117,8 @@ class JobStatus:
             "metadata": dict(self.metadata),
             "created_at": rfc3339(self.created_at),
             "updated_at": rfc3339(self.updated_at),
+            "late": self.is_late(now_mono, grace),
+            "skipped_count": self.skipped_count,
         }
 
 
@@ -281,11 +283,11 @@ class StatusBoard:
         last_update: float | None = None
         for name in sorted(self._jobs):
             status = self._jobs[name]
-            jobs[name] = status.to_json(now_mono)
+            jobs[name] = status.to_json(now_mono, self.late_grace)
             shown = jobs[name]["status"]
             if last_update is None or status.updated_at > last_update:
                 last_update = status.updated_at
-            is_late = status.is_late(now_mono, self.late_grace)
+            is_late: bool = jobs[name]["late"]
             late += is_late
             if shown == "stalled":
                 stalled += 1

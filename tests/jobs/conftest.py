@@ -92,12 +92,13 @@ def make_runtime(
 
 @asynccontextmanager
 async def running(runtime: JobRuntime) -> AsyncIterator[JobRuntime]:
-    """Run ``runtime`` in a task group (like the lifespan) and cancel it on exit (like shutdown)."""
+    """Run ``runtime`` in a task group (like the lifespan) and stop it on exit like shutdown: drain, cancel."""
     async with anyio.create_task_group() as tg:
         await tg.start(runtime.run)
         try:
             yield runtime
         finally:
+            runtime.lifecycle.begin_drain()
             tg.cancel_scope.cancel()
 
 

@@ -42,6 +42,7 @@ async def serving(runtime: JobRuntime) -> AsyncIterator[httpx.AsyncClient]:
         async with anyio.create_task_group() as tg:
             await tg.start(runtime.run)
             yield {"jobs": runtime}
+            runtime.lifecycle.begin_drain()
             tg.cancel_scope.cancel()
 
     app = Starlette(routes=routes, lifespan=lifespan)
@@ -110,7 +111,11 @@ async def test_healthy_then_degraded_then_unhealthy(metrics: Metrics) -> None:
             "stalled_jobs",
             "late_jobs",
             "last_update_time",
+            "leader",
         }
+        assert body["summary"]["leader"] == "self"
+        assert body["jobs"]["steady"]["late"] is False
+        assert body["jobs"]["steady"]["skipped_count"] == 0
 
         fail = True
         before = sample(metrics, RUNS, job_name="flaky", status="failed")

@@ -39,6 +39,7 @@ async def test_slow_job_never_overlaps_and_skipped_ticks_are_counted(metrics: Me
         await wait_for(lambda: sample(metrics, RUNS, job_name="slow", status="success") >= 2, timeout=5)
     assert max_concurrent == 1
     assert sample(metrics, RUNS, job_name="slow", status="skipped") >= 2
+    assert runtime.statuses()["slow"]["skipped_count"] == sample(metrics, RUNS, job_name="slow", status="skipped")
     # Each run takes ~0.35 s with ticks every 0.1 s: most ticks are skipped.
     assert starts <= sample(metrics, RUNS, job_name="slow", status="success") + 1
 

@@ -89,6 +89,7 @@ def test_late_detection_with_a_fake_clock() -> None:
     report = board.report()
     assert board.late_count() == 1
     assert report.summary["late_jobs"] == 1
+    assert report.jobs["j"]["late"] is True
     assert report.status == "degraded"
     assert report.http_status == 200
     # A standby does not judge (the leader reports the jobs).
@@ -165,6 +166,8 @@ def test_job_status_body_has_the_spec_keys() -> None:
         "metadata",
         "created_at",
         "updated_at",
+        "late",
+        "skipped_count",
     }
     assert body["status"] == "pending"
     assert body["min_execution_ms"] is None
@@ -197,4 +200,4 @@ async def test_a_stuck_scheduler_fails_liveness(metrics: Metrics) -> None:
         assert observed == [False, False]  # stuck: the liveness hook and /livez's view both say dead
         await wait_for(runtime.alive)  # the loops advance again
         assert lifecycle.dead_parts() == []
-    assert runtime.alive()  # not running here: nothing to be stuck
+    assert runtime.alive()  # shut down (drained), not dead: nothing to be stuck
