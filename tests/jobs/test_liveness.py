@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -28,7 +28,7 @@ RUNS = "icy_backend_background_job_runs_total"
 
 @asynccontextmanager
 async def serving_app(
-    runtime: JobRuntime, sibling: Callable[[], Awaitable[None]] | None = None
+    runtime: JobRuntime, sibling: Callable[[], Coroutine[Any, Any, None]] | None = None
 ) -> AsyncIterator[httpx.AsyncClient]:
     """Hypercorn on loopback; the lifespan runs ``runtime`` and ``sibling`` in one task group, like the app's."""
 
