@@ -126,6 +126,9 @@ onchain_btc_processed_transactions = Table(
     Column("hold_reason", String(64), nullable=True),
     # Its Swap event was rolled back by a reorg after a candidate may have been sent (SPEC §9 reorgs).
     Column("reorged", Boolean, nullable=False, default=False, server_default="0"),
+    # The fork point of the reorg that flagged it ``reorged`` (it pages once the Swap indexer is more than
+    # ``BLOCKCHAIN_REORG_DEPTH_MAX`` blocks past it without the event re-appearing); NULL otherwise.
+    Column("reorged_at_block", BigInteger, nullable=True),
     Column("confirmations", Integer, nullable=False, default=0, server_default="0"),
     # When the payout first reached ``broadcasting`` (the rolling daily limit counts from it).
     Column("broadcast_at", UTCDateTime(), nullable=True),

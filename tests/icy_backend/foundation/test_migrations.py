@@ -99,7 +99,7 @@ async def _upgrade_with_rows(engine: AsyncEngine) -> dict[str, Any]:
         payouts = (
             await conn.execute(
                 text(
-                    "SELECT id, swap_event_index, status, confirmations, reorged"
+                    "SELECT id, swap_event_index, status, confirmations, reorged, reorged_at_block"
                     " FROM onchain_btc_processed_transactions"
                     " ORDER BY id"
                 )
@@ -134,10 +134,10 @@ async def test_upgrade_migrates_rows_of_the_previous_revision(tmp_path: Path) ->
         await drop_database(name)
     for result in (sqlite, pg):
         # Every existing payout was its transaction's first Swap event; a completed one is final (1 confirmation).
-        assert [(p[0], p[1], p[2], p[3], bool(p[4])) for p in result["payouts"]] == [
-            (1, 0, "completed", 1, False),
-            (2, 0, "pending", 0, False),
-            (3, 0, "broadcasting", 0, False),
+        assert [(p[0], p[1], p[2], p[3], bool(p[4]), p[5]) for p in result["payouts"]] == [
+            (1, 0, "completed", 1, False, None),
+            (2, 0, "pending", 0, False, None),
+            (3, 0, "broadcasting", 0, False, None),
         ]
         # A payout with a stored transaction keeps it as its one candidate.
         assert result["candidates"] == [(1, "11" * 32, "aa", "141", "active"), (3, "33" * 32, "bb", "150", "active")]
