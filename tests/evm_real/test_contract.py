@@ -13,7 +13,8 @@ from eth_utils.crypto import keccak
 
 from icy_backend.domain.signature import SwapAuthorisation, SwapSigner
 from icy_backend.sim import anvil
-from tests.evm_real.conftest import CHAIN_ID, ICY, SIGNER_KEY, Chain
+from tests.evm_real.conftest import CHAIN_ID, ICY, Chain
+from tests.icy_backend.money.conftest import SIGNER_KEY
 
 # Computed independently (issue 15): chainId 84532, this contract address, 100 ICY for 15 000 sats.
 VECTOR_CONTRACT = "0x175c2ada4a0b1ac1cc9717f4e47b6868332bad76"
