@@ -53,13 +53,14 @@ async def main(n_logs: int, per_block: int, chunk: int) -> None:
             sims.evm.transfer(a, b, 1)
             made += 1
         sims.evm.mine_block()
+    sims.evm.mine_block()  # BLOCKCHAIN_CONFIRMATIONS=1 (the minimum): every transfer is one block deep
     sims.evm.set_log_range_limit(10**9)
     env = {k: v for k, v in sims.env_lines("http://sim").items() if k != "DEMO_LOCKED_TREASURY_ADDRESS"}
     env.update(
         {
             "APP_ENV": "test",
             "SANDBOX": "off",
-            "BLOCKCHAIN_CONFIRMATIONS": "0",
+            "BLOCKCHAIN_CONFIRMATIONS": "1",
             "BLOCKCHAIN_LOG_CHUNK_BLOCKS": str(chunk),
         }
     )

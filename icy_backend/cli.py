@@ -18,14 +18,32 @@ from icy_backend.settings import Settings, SettingsError, load_settings
 log = logging.getLogger("icy_backend.cli")
 
 
+EXIT_CONFIG = 2
+"""Exit code of every command when the configuration is invalid (same as a usage error)."""
+
+
+def _config_error(lines: Sequence[str]) -> SystemExit:
+    print("icy-backend: invalid configuration:", file=sys.stderr)
+    for line in lines:
+        print(f"  {line}", file=sys.stderr)
+    return SystemExit(EXIT_CONFIG)
+
+
 def _settings_or_exit() -> Settings:
     try:
         return load_settings()
     except SettingsError as exc:
-        print("icy-backend: invalid configuration:", file=sys.stderr)
-        for line in exc.lines:
-            print(f"  {line}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise _config_error(exc.lines) from None
+
+
+def _check_wallet_or_exit(settings: Settings) -> None:
+    """The payout key must be usable and match the treasury address; say so in one line before serving."""
+    from icy_backend.domain.wallet import WalletConfigError, check_wallet_matches_treasury
+
+    try:
+        check_wallet_matches_treasury(settings)
+    except WalletConfigError as exc:
+        raise _config_error([str(exc)]) from None
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -122,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return anyio.run(run_checks_once, settings)
     if args.command == "serve":
+        _check_wallet_or_exit(settings)
         anyio.run(_serve, settings, Path(args.config))
         return 0
     if args.command == "migrate":

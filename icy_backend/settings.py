@@ -18,6 +18,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 AppEnv = Literal["local", "test", "dev", "staging", "prod"]
 BtcNetwork = Literal["mainnet", "testnet", "signet", "regtest"]
 
+# generate-signature signs a btc_amount up to 1 % above the value of icy_amount at the ratio (SPEC §9).
+SIGNATURE_PRICE_MARGIN = Decimal("0.01")
+# Marks a model-level error whose message is ``NAME: why`` lines (split into one line per problem on load).
+_PROBLEMS_MARK = "problems:\n"
+
 SECRET_NAMES = ("API_KEY", "BTC_WALLET_WIF", "BLOCKCHAIN_SWAP_SIGNER_PRIVATE_KEY", "METRICS_TOKEN", "DB_PASS")
 
 JOB_WEBHOOK_ENV = {
@@ -138,13 +143,14 @@ class Settings(BaseSettings):
     BLOCKCHAIN_INITIAL_ICY_SWAP_BLOCK_NUMBER: int = Field(0, ge=0)
     BLOCKCHAIN_SWAP_SIGNER_PRIVATE_KEY: SecretStr | None = None
     BLOCKCHAIN_LOG_CHUNK_BLOCKS: int = Field(2000, ge=1)
-    BLOCKCHAIN_CONFIRMATIONS: int = Field(3, ge=0)
+    # At least 1: a node's head block is the one most likely to be replaced (SPEC §2 contradictions).
+    BLOCKCHAIN_CONFIRMATIONS: int = Field(3, ge=1)
     BLOCKCHAIN_FINALITY_TAG: Literal["safe", "finalized"] | None = None
     BLOCKCHAIN_REORG_DEPTH_MAX: int = Field(64, ge=1)
 
     METRICS_TOKEN: SecretStr | None = None
     UPTIME_WEBHOOK_FAIL_SUFFIX: bool = False
-    MIN_ICY_SWAP_AMOUNT: int = Field(2_000_000_000_000_000_000, ge=0)
+    MIN_ICY_SWAP_AMOUNT: int = Field(2_000_000_000_000_000_000, ge=1)
     MOCHI_PAY_API_URL: str | None = None
     COINGECKO_API_URL: str = "https://api.coingecko.com/api/v3"
 
@@ -265,9 +271,16 @@ class Settings(BaseSettings):
         return value.strip() if value else None
 
     @model_validator(mode="after")
-    def _prod_requirements(self) -> Settings:
+    def _consistent(self) -> Settings:
+        """Prod requirements and settings that contradict each other: one ``NAME: why`` line per problem."""
+        problems = [*self._prod_problems(), *self._contradictions()]
+        if problems:
+            raise ValueError(_PROBLEMS_MARK + "\n".join(problems))
+        return self
+
+    def _prod_problems(self) -> list[str]:
         if self.APP_ENV != "prod":
-            return self
+            return []
         missing = [
             name
             for name in (
@@ -279,6 +292,9 @@ class Settings(BaseSettings):
                 "BLOCKCHAIN_SWAP_SIGNER_PRIVATE_KEY",
                 # Without a start point the ICY indexer would scan mainnet from block 0.
                 "BLOCKCHAIN_INITIAL_ICY_TRANSACTION_HASH",
+                # Treasury guards: a cap per payout and a rolling 24 h cap on what leaves the wallet.
+                "BTC_PAYOUT_MAX_SATS",
+                "BTC_PAYOUT_DAILY_LIMIT_SATS",
             )
             if not _present(getattr(self, name))
         ]
@@ -286,9 +302,40 @@ class Settings(BaseSettings):
             missing.append("BTC_BLOCKSTREAM_API_URL")
         if not self.base_rpc_endpoints:
             missing.append("BLOCKCHAIN_BASE_RPC_ENDPOINT")
-        if missing:
-            raise ValueError("required in prod: " + ", ".join(missing))
-        return self
+        problems = [f"{name}: required in prod" for name in missing]
+        if _is_sqlite(self.database_url):
+            # Exactly-once payouts and the job leader rely on one shared PostgreSQL database; two replicas on
+            # SQLite would each have their own queue and pay every swap twice.
+            name = "DATABASE_URL" if self.DATABASE_URL else "DATABASE_URL (or DB_HOST)"
+            problems.append(f"{name}: prod needs PostgreSQL; SQLite is refused (every replica must share one database)")
+        return problems
+
+    def _contradictions(self) -> list[str]:
+        problems: list[str] = []
+        timeouts = {"INDEXER_TIMEOUT": self.INDEXER_TIMEOUT, "PROCESSOR_TIMEOUT": self.PROCESSOR_TIMEOUT}
+        not_below = [name for name, seconds in timeouts.items() if self.JOB_STALL_AFTER >= seconds]
+        if not_below:
+            problems.append(
+                f"JOB_STALL_AFTER: must be below {' and '.join(not_below)} (a job would time out before it is ever "
+                "seen stalled: stall detection would be off)"
+            )
+        max_sats, daily = self.BTC_PAYOUT_MAX_SATS, self.BTC_PAYOUT_DAILY_LIMIT_SATS
+        if daily is not None and max_sats is None and not self.is_prod:  # prod reports it as required
+            problems.append(
+                "BTC_PAYOUT_MAX_SATS: required when BTC_PAYOUT_DAILY_LIMIT_SATS is set (a payout above the daily "
+                "limit would wait forever instead of being held for a person)"
+            )
+        elif daily is not None and max_sats is not None and max_sats > daily:
+            problems.append(
+                "BTC_PAYOUT_MAX_SATS: must not exceed BTC_PAYOUT_DAILY_LIMIT_SATS (a payout between the two would "
+                "not be held and could never fit in the daily window)"
+            )
+        if self.SWAP_PRICE_TOLERANCE < SIGNATURE_PRICE_MARGIN:
+            problems.append(
+                f"SWAP_PRICE_TOLERANCE: must be at least {SIGNATURE_PRICE_MARGIN} (the signature endpoint signs up "
+                "to 1 % above the ratio, so a lower tolerance holds swaps the service itself signed)"
+            )
+        return problems
 
     # ---- derived values -------------------------------------------------------------------------------
 
@@ -378,6 +425,10 @@ class Settings(BaseSettings):
         return values
 
 
+def _is_sqlite(url: str) -> bool:
+    return url.strip().lower().startswith("sqlite")
+
+
 def _present(value: Any) -> bool:
     if isinstance(value, SecretStr):
         return bool(value.get_secret_value())
@@ -435,7 +486,12 @@ def load_settings(environ: dict[str, str] | None = None, *, env_file: str | None
         lines = []
         for err in exc.errors(include_url=False, include_input=False):
             loc = ".".join(str(p) for p in err["loc"]) or "settings"
-            lines.append(f"{loc}: {err['msg']}")
+            message = str(err["msg"])
+            if not err["loc"] and _PROBLEMS_MARK in message:
+                # Model-level problems already name their variable, one per line.
+                lines.extend(message.split(_PROBLEMS_MARK, 1)[1].splitlines())
+            else:
+                lines.append(f"{loc}: {message}")
         raise SettingsError(lines) from None
 
 

@@ -112,6 +112,9 @@ async def _sweep(tmp_path: Path, sim: Any, db_url: str, hook_port: int, hooks: l
         API_KEY=API_KEY,
         METRICS_TOKEN=METRICS_TOKEN,
         UPTIME_WEBHOOK_FAIL_SUFFIX="true",
+        # prod requires both treasury guards; generous here so that nothing of the sweep is held or deferred.
+        BTC_PAYOUT_MAX_SATS="100000000",
+        BTC_PAYOUT_DAILY_LIMIT_SATS="1000000000",
         # prod defaults are mainnet / Base; the simulator serves testnet / Base Sepolia.
         BTC_NETWORK=sim.env["BTC_NETWORK"],
         BLOCKCHAIN_CHAIN_ID=sim.env["BLOCKCHAIN_CHAIN_ID"],

@@ -163,9 +163,9 @@ async def test_icy_chunks_do_not_overlap_and_boundary_log_indexed_once(engine: A
 async def test_icy_range_limit_halves_the_chunk(engine: AsyncEngine) -> None:
     sims = Simulators()
     sims.seed_demo()
-    _transfers_at(sims, {7, 8, 9, 12, 19}, 23)
+    _transfers_at(sims, {7, 8, 9, 12, 19}, 24)  # scanned up to 23 with one confirmation
     sims.evm.set_log_range_limit(3)
-    async with sim_env(sims, BLOCKCHAIN_LOG_CHUNK_BLOCKS="8", BLOCKCHAIN_CONFIRMATIONS="0") as env:
+    async with sim_env(sims, BLOCKCHAIN_LOG_CHUNK_BLOCKS="8", BLOCKCHAIN_CONFIRMATIONS="1") as env:
         run = make_icy_indexer(engine, env.clients, env.settings, env.metrics)
         env.counter.reset()
         ctx = JobContext("icy_transaction_indexing")
@@ -185,8 +185,8 @@ async def test_icy_start_block_from_initial_transaction(engine: AsyncEngine) -> 
     _transfers_at(sims, {8}, 9)
     later = sims.evm.transfer(sims.holders[0], sims.holders[3], ICY)
     sims.evm.mine_block()  # block 10
-    _transfers_at(sims, {12}, 14)
-    async with sim_env(sims, BLOCKCHAIN_INITIAL_ICY_TRANSACTION_HASH=later, BLOCKCHAIN_CONFIRMATIONS="0") as env:
+    _transfers_at(sims, {12}, 15)  # scanned up to 14 with one confirmation
+    async with sim_env(sims, BLOCKCHAIN_INITIAL_ICY_TRANSACTION_HASH=later, BLOCKCHAIN_CONFIRMATIONS="1") as env:
         await make_icy_indexer(engine, env.clients, env.settings, env.metrics)(JobContext("icy"))
         rows = await _rows(engine, icy_rows, icy_rows.c.block_number)
         assert [r["block_number"] for r in rows] == [10, 12]  # inclusive start, nothing before
@@ -208,13 +208,13 @@ async def test_swaps_create_payouts_across_chunks_with_integer_fees(engine: Asyn
         11: (2 * ICY, user, 3_300),  # total 300 >= 294 (P2WPKH dust) -> pending
         15: (2 * ICY, "bc1qnotanaddress", 50_000),  # mainnet / invalid on testnet -> failed
     }
-    while sims.evm.head < 16:
+    while sims.evm.head < 17:  # scanned up to 16 with one confirmation
         nxt = sims.evm.head + 1
         if nxt in plan:
             icy, btc, sats = plan[nxt]
             sims.evm.emit_swap(icy, btc, sats, holder)
         sims.evm.mine_block()
-    async with sim_env(sims, BLOCKCHAIN_LOG_CHUNK_BLOCKS="5", BLOCKCHAIN_CONFIRMATIONS="0") as env:
+    async with sim_env(sims, BLOCKCHAIN_LOG_CHUNK_BLOCKS="5", BLOCKCHAIN_CONFIRMATIONS="1") as env:
         run = make_swap_indexer(engine, env.clients, env.settings, env.metrics)
         env.counter.reset()
         ctx = JobContext("icy_swap_transaction_indexing")

@@ -21,6 +21,9 @@ PROD_ENV = {
     "BTC_BLOCKSTREAM_API_URL": "https://esplora.invalid/api",
     "BLOCKCHAIN_BASE_RPC_ENDPOINT": "https://rpc.invalid",
     "BLOCKCHAIN_INITIAL_ICY_TRANSACTION_HASH": "0x" + "44" * 32,
+    "DATABASE_URL": "postgresql+asyncpg://icy@db.invalid/icy",
+    "BTC_PAYOUT_MAX_SATS": "5000000",
+    "BTC_PAYOUT_DAILY_LIMIT_SATS": "50000000",
 }
 
 
@@ -176,3 +179,114 @@ def test_sandbox_only_in_local_without_endpoints() -> None:
     assert load({}).sandbox_enabled
     assert not load({"BTC_BLOCKSTREAM_API_URL": "https://e"}).sandbox_enabled
     assert not load({"APP_ENV": "dev"}).sandbox_enabled
+
+
+# ---- prod refusals and contradictions (SPEC §2): each stops startup with one line naming the variable ----------
+
+
+def _only_line(env: dict[str, str]) -> str:
+    with pytest.raises(SettingsError) as info:
+        load(env)
+    assert len(info.value.lines) == 1, info.value.lines
+    return info.value.lines[0]
+
+
+def test_prod_settings_of_the_fixture_are_accepted() -> None:
+    s = load(PROD_ENV)
+    assert s.BTC_PAYOUT_MAX_SATS == 5_000_000
+    assert s.BTC_PAYOUT_DAILY_LIMIT_SATS == 50_000_000
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite+aiosqlite:///./icy_backend.sqlite3", "sqlite+aiosqlite:///:memory:", "SQLite:///x.db"]
+)
+def test_prod_refuses_sqlite(url: str) -> None:
+    line = _only_line({**PROD_ENV, "DATABASE_URL": url})
+    assert line.startswith("DATABASE_URL:")
+    assert "PostgreSQL" in line
+    assert url not in line  # the value is never echoed (a URL may hold a password)
+
+
+def test_prod_refuses_the_sqlite_default_when_no_database_is_configured() -> None:
+    env = {k: v for k, v in PROD_ENV.items() if k != "DATABASE_URL"}
+    assert _only_line(env).startswith("DATABASE_URL")
+    # DB_* parts build a PostgreSQL URL: accepted.
+    assert load({**env, "DB_HOST": "db", "DB_USER": "u", "DB_NAME": "icy"}).database_url.startswith("postgresql")
+
+
+def test_sqlite_stays_fine_outside_prod() -> None:
+    for app_env in ("local", "test", "dev", "staging"):
+        assert load({"APP_ENV": app_env}).database_url.startswith("sqlite")
+
+
+@pytest.mark.parametrize("name", ["BTC_PAYOUT_MAX_SATS", "BTC_PAYOUT_DAILY_LIMIT_SATS"])
+def test_prod_requires_both_payout_limits(name: str) -> None:
+    env = {k: v for k, v in PROD_ENV.items() if k != name}
+    assert _only_line(env) == f"{name}: required in prod"
+
+
+def test_payout_limits_stay_unlimited_outside_prod() -> None:
+    s = load({"APP_ENV": "staging"})
+    assert s.BTC_PAYOUT_MAX_SATS is None
+    assert s.BTC_PAYOUT_DAILY_LIMIT_SATS is None
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"JOB_STALL_AFTER": "10m"}, "INDEXER_TIMEOUT"),  # equal to the indexer timeout, below the processor one
+        ({"JOB_STALL_AFTER": "15m"}, "INDEXER_TIMEOUT and PROCESSOR_TIMEOUT"),
+        ({"JOB_STALL_AFTER": "16m", "INDEXER_TIMEOUT": "20m"}, "PROCESSOR_TIMEOUT"),
+        ({"JOB_STALL_AFTER": "60s", "INDEXER_TIMEOUT": "30s"}, "INDEXER_TIMEOUT"),
+    ],
+)
+def test_stall_detection_must_fire_before_the_timeouts(env: dict[str, str], names: str) -> None:
+    line = _only_line(env)
+    assert line.startswith("JOB_STALL_AFTER: must be below " + names + " ")
+
+
+def test_stall_after_below_both_timeouts_is_fine() -> None:
+    s = load({"JOB_STALL_AFTER": "599", "INDEXER_TIMEOUT": "10m"})
+    assert s.JOB_STALL_AFTER == 599.0
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_blockchain_confirmations_below_one_stops_startup(value: str) -> None:
+    assert _only_line({"BLOCKCHAIN_CONFIRMATIONS": value}).startswith("BLOCKCHAIN_CONFIRMATIONS:")
+    assert load({"BLOCKCHAIN_CONFIRMATIONS": "1"}).BLOCKCHAIN_CONFIRMATIONS == 1
+
+
+def test_min_icy_swap_amount_zero_stops_startup() -> None:
+    assert _only_line({"MIN_ICY_SWAP_AMOUNT": "0"}).startswith("MIN_ICY_SWAP_AMOUNT:")
+
+
+def test_payout_cap_above_the_daily_limit_stops_startup() -> None:
+    line = _only_line({**PROD_ENV, "BTC_PAYOUT_MAX_SATS": "60000000", "BTC_PAYOUT_DAILY_LIMIT_SATS": "50000000"})
+    assert line.startswith("BTC_PAYOUT_MAX_SATS: must not exceed BTC_PAYOUT_DAILY_LIMIT_SATS")
+    # equal is fine: such a payout fits an empty window
+    assert load({**PROD_ENV, "BTC_PAYOUT_MAX_SATS": "50000000"}).BTC_PAYOUT_MAX_SATS == 50_000_000
+
+
+def test_a_daily_limit_without_a_cap_stops_startup_outside_prod_too() -> None:
+    line = _only_line({"APP_ENV": "dev", "BTC_PAYOUT_DAILY_LIMIT_SATS": "1000000"})
+    assert line.startswith("BTC_PAYOUT_MAX_SATS: required when BTC_PAYOUT_DAILY_LIMIT_SATS is set")
+    assert load({"APP_ENV": "dev", "BTC_PAYOUT_MAX_SATS": "1000"}).BTC_PAYOUT_DAILY_LIMIT_SATS is None
+
+
+@pytest.mark.parametrize("value", ["0", "0.005"])
+def test_price_tolerance_below_the_signature_margin_stops_startup(value: str) -> None:
+    assert _only_line({"SWAP_PRICE_TOLERANCE": value}).startswith("SWAP_PRICE_TOLERANCE: must be at least 0.01")
+    assert load({"SWAP_PRICE_TOLERANCE": "0.01"}).SWAP_PRICE_TOLERANCE == Decimal("0.01")
+
+
+@pytest.mark.parametrize("name", ["BTC_PAYOUT_MAX_SATS", "BTC_PAYOUT_DAILY_LIMIT_SATS"])
+def test_payout_limits_must_be_positive(name: str) -> None:
+    assert _only_line({**PROD_ENV, name: "0"}).startswith(f"{name}:")
+
+
+def test_every_problem_gets_its_own_line() -> None:
+    env = {k: v for k, v in PROD_ENV.items() if k != "API_KEY"}
+    with pytest.raises(SettingsError) as info:
+        load({**env, "DATABASE_URL": "sqlite:///x", "JOB_STALL_AFTER": "1h", "SWAP_PRICE_TOLERANCE": "0"})
+    names = sorted(line.split(":")[0] for line in info.value.lines)
+    assert names == ["API_KEY", "DATABASE_URL", "JOB_STALL_AFTER", "SWAP_PRICE_TOLERANCE"]

@@ -53,7 +53,7 @@ async def test_swap_request_end_to_end(swap_world: SwapWorld) -> None:
                 "BLOCKCHAIN_CHAIN_ID",
             )
         },
-        BLOCKCHAIN_CONFIRMATIONS=0,
+        BLOCKCHAIN_CONFIRMATIONS=1,
     )
     sw.settings = settings
     metrics = sw.btc.metrics
@@ -64,6 +64,7 @@ async def test_swap_request_end_to_end(swap_world: SwapWorld) -> None:
     sw.evm_sim.transfer(HOLDER, USER, 100 * 10**18)  # supply unchanged, so the ratio too
     icy_tx = sw.evm_sim.transfer(USER, SIGNER_ADDRESS, 100 * 10**18)
     sw.evm_sim.mine_block()
+    sw.evm_sim.mine_block()  # BLOCKCHAIN_CONFIRMATIONS=1: the transfer is one block deep
     address = recipient(42)
     async with api_client(swap_routes, sw.state()) as client:
         answer = await client.post(
@@ -118,6 +119,7 @@ async def test_swap_request_end_to_end(swap_world: SwapWorld) -> None:
     assert len(_signer_txs(sw)) == 1
 
     # The Swap event becomes exactly one payout, paid once.
+    sw.evm_sim.mine_block()  # BLOCKCHAIN_CONFIRMATIONS=1: the Swap event is one block deep
     swap_indexer = make_swap_indexer(sw.engine, sw.clients, settings, metrics)
     await swap_indexer(JobContext("icy_swap_transaction_indexing"))
     await swap_indexer(JobContext("icy_swap_transaction_indexing"))
@@ -139,6 +141,7 @@ async def test_request_for_a_mainnet_address_fails(swap_world: SwapWorld) -> Non
     sw = swap_world
     icy_tx = sw.evm_sim.transfer(HOLDER, SIGNER_ADDRESS, 100 * 10**18)
     sw.evm_sim.mine_block()
+    sw.evm_sim.mine_block()  # BLOCKCHAIN_CONFIRMATIONS=1: the transfer is one block deep
     async with sw.engine.begin() as conn:
         await conn.execute(
             swap_requests.insert().values(
@@ -148,7 +151,7 @@ async def test_request_for_a_mainnet_address_fails(swap_world: SwapWorld) -> Non
     settings = make_settings(
         BLOCKCHAIN_ICY_CONTRACT_ADDR=sw.settings.BLOCKCHAIN_ICY_CONTRACT_ADDR,
         BLOCKCHAIN_ICY_SWAP_CONTRACT_ADDR=sw.settings.BLOCKCHAIN_ICY_SWAP_CONTRACT_ADDR,
-        BLOCKCHAIN_CONFIRMATIONS=0,
+        BLOCKCHAIN_CONFIRMATIONS=1,
     )
     await make_icy_indexer(sw.engine, sw.clients, settings, sw.btc.metrics)(JobContext("icy"))
     report = await SwapRequestProcessor(sw.engine, sw.clients.evm, sw.oracle, settings).run()
@@ -169,7 +172,7 @@ async def test_transfer_to_someone_else_is_not_enough(swap_world: SwapWorld) -> 
     settings = make_settings(
         BLOCKCHAIN_ICY_CONTRACT_ADDR=sw.settings.BLOCKCHAIN_ICY_CONTRACT_ADDR,
         BLOCKCHAIN_ICY_SWAP_CONTRACT_ADDR=sw.settings.BLOCKCHAIN_ICY_SWAP_CONTRACT_ADDR,
-        BLOCKCHAIN_CONFIRMATIONS=0,
+        BLOCKCHAIN_CONFIRMATIONS=1,
     )
     await make_icy_indexer(sw.engine, sw.clients, settings, sw.btc.metrics)(JobContext("icy"))
     report = await SwapRequestProcessor(sw.engine, sw.clients.evm, sw.oracle, settings).run()
@@ -185,10 +188,11 @@ async def test_nonce_taken_by_another_tx_rebuilds_once(swap_world: SwapWorld) ->
         BLOCKCHAIN_ICY_CONTRACT_ADDR=sw.settings.BLOCKCHAIN_ICY_CONTRACT_ADDR,
         BLOCKCHAIN_ICY_SWAP_CONTRACT_ADDR=sw.settings.BLOCKCHAIN_ICY_SWAP_CONTRACT_ADDR,
         BLOCKCHAIN_CHAIN_ID=84532,
-        BLOCKCHAIN_CONFIRMATIONS=0,
+        BLOCKCHAIN_CONFIRMATIONS=1,
     )
     icy_tx = sw.evm_sim.transfer(HOLDER, SIGNER_ADDRESS, 100 * 10**18)
     sw.evm_sim.mine_block()
+    sw.evm_sim.mine_block()  # BLOCKCHAIN_CONFIRMATIONS=1: the transfer is one block deep
     async with sw.engine.begin() as conn:
         await conn.execute(
             swap_requests.insert().values(
