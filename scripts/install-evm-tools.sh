@@ -4,7 +4,7 @@
 # Versions and integrity hashes: tools/evm/package.json + package-lock.json.
 # Idempotent and offline once installed: nothing is fetched while the installed lock file matches.
 # Without node/npm (or on a failed install) it warns and exits 0 so a developer machine can still run the rest
-# of the suite (the anvil tests skip); under CI=true/1/yes it exits 1 instead: CI must never skip them.
+# of the suite (the anvil tests skip); under CI=true/1/yes/on it exits 1 instead: CI must never skip them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=.tools/evm
@@ -13,7 +13,7 @@ ci=$(printf '%s' "${CI:-}" | tr '[:upper:]' '[:lower:]')
 give_up() {
   echo "install-evm-tools: $1" >&2
   case "$ci" in
-    true | 1 | yes) exit 1 ;;
+    true | 1 | yes | on) exit 1 ;;
     *) echo "install-evm-tools: the real-EVM tests (tests/evm_real) will skip" >&2; exit 0 ;;
   esac
 }

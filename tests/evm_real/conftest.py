@@ -8,7 +8,6 @@ Without the tools (``scripts/install-evm-tools.sh``) these tests skip — except
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -32,6 +31,7 @@ from icy_backend.sim import anvil
 from icy_backend.sim.esplora import EsploraSim
 from icy_backend.sim.prices import PriceSim
 from tests import pg
+from tests.ci import skip_or_fail
 from tests.icy_backend.money.conftest import SIGNER_KEY, WIF, BtcWorld, api_client, make_settings
 
 CHAIN_ID = 84532
@@ -44,18 +44,11 @@ RATIO = 10**14
 SIGNER_ADDRESS = str(Account.from_key(SIGNER_KEY).address)
 
 
-def ci_strict() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
-
-
 def require_tools() -> None:
+    """Skip without solc/anvil/node — but fail under CI (tests.ci)."""
     missing = anvil.missing_tools()
-    if not missing:
-        return
-    message = f"real-EVM tools missing ({', '.join(missing)}): run scripts/install-evm-tools.sh"
-    if ci_strict():
-        pytest.fail(message + " (CI: a missing tool is a failure, never a skip)")
-    pytest.skip(message)
+    if missing:
+        skip_or_fail(f"real-EVM tools missing ({', '.join(missing)}): run scripts/install-evm-tools.sh")
 
 
 @pytest.fixture(scope="session")
