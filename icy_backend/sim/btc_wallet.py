@@ -24,11 +24,16 @@ class P2wpkhKey:
     def from_seed(cls, seed: bytes, network: str = "test") -> P2wpkhKey:
         return cls(hashlib.sha256(seed).digest(), network)
 
-    def sign_spend(self, utxos: list[tuple[str, int, int]], outputs: list[tuple[str, int]]) -> str:
-        """Raw hex spending ``utxos`` [(txid, vout, value)] of this key to ``outputs`` [(address, sats)]."""
+    def sign_spend(
+        self, utxos: list[tuple[str, int, int]], outputs: list[tuple[str, int]], *, sequence: int = 0xFFFFFFFF
+    ) -> str:
+        """Raw hex spending ``utxos`` [(txid, vout, value)] of this key to ``outputs`` [(address, sats)].
+
+        ``sequence`` applies to every input (``0xFFFFFFFD`` signals BIP 125 replaceability).
+        """
         tx = Transaction(
             version=2,
-            vin=[TransactionInput(bytes.fromhex(txid), vout) for txid, vout, _ in utxos],
+            vin=[TransactionInput(bytes.fromhex(txid), vout, sequence=sequence) for txid, vout, _ in utxos],
             vout=[TransactionOutput(value, address_to_scriptpubkey(addr)) for addr, value in outputs],
         )
         pub = self.key.get_public_key()

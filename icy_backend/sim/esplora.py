@@ -1,4 +1,8 @@
-"""Esplora (Blockstream API) simulator: the HTTP routes over `EsploraChain`, with fault injection."""
+"""Esplora (Blockstream API) simulator: the HTTP routes over `EsploraChain`, with fault injection.
+
+``EsploraSim.app`` serves the node as it is; ``EsploraSim.lagging_view()`` serves a second view of the same
+chain that can be told to stay n blocks behind (``PUT /_sim/lag``), as a replica behind a load balancer does.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from icy_backend.sim.esplora_chain import (
+    CONFIRMED,
+    MEMPOOL,
     PAGE_CONFIRMED,
     PAGE_MEMPOOL,
     BroadcastRejected,
@@ -20,9 +26,10 @@ from icy_backend.sim.esplora_chain import (
     Output,
     StoredTx,
 )
+from icy_backend.sim.esplora_controls import control_routes
 from icy_backend.sim.faults import FaultInjector, FaultSet
 
-__all__ = ["BroadcastRejected", "EsploraSim"]
+__all__ = ["BroadcastRejected", "EsploraSim", "EsploraView"]
 
 
 class EsploraSim(EsploraChain):
@@ -37,15 +44,67 @@ class EsploraSim(EsploraChain):
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(network, start_height=start_height, verify_signatures=verify_signatures, clock=clock)
+        self.view = EsploraView(self)
+        self.faults = self.view.faults
+        self.app = self.view.app
+
+    def lagging_view(self) -> EsploraView:
+        """Another view of this chain (own faults, own ``lag``) for a second replica such as ``/esplora2``."""
+        return EsploraView(self, lagging=True)
+
+    # JSON shapes of the up-to-date view, for tests and the demo.
+
+    def status_json(self, tx: StoredTx) -> dict[str, Any]:
+        return self.view.status_json(tx)
+
+    def tx_json(self, tx: StoredTx) -> dict[str, Any]:
+        return self.view.tx_json(tx)
+
+    def history(self, address: str) -> tuple[list[StoredTx], list[StoredTx]]:
+        return self.view.history(address)
+
+    def address_json(self, address: str) -> dict[str, Any]:
+        return self.view.address_json(address)
+
+    def utxos_json(self, address: str) -> list[dict[str, Any]]:
+        return self.view.utxos_json(address)
+
+
+class EsploraView:
+    """The Esplora routes over one chain, seen ``lag`` blocks behind its tip (0: up to date).
+
+    A lagging view shows the blocks up to ``tip − lag``; transactions mined after that look unconfirmed (the
+    lagging node still holds them in its mempool). Broadcasts go to the shared node.
+    """
+
+    def __init__(self, chain: EsploraChain, *, lagging: bool = False) -> None:
+        self.chain = chain
+        self.lag = 0
         self.faults = FaultSet()
-        self.app = FaultInjector(self._starlette(), self.faults)
+        self.app = FaultInjector(self._starlette(lagging), self.faults)
+
+    # ------------------------------------------------------------------ what this view sees
+
+    @property
+    def tip(self) -> int:
+        return max(self.chain.height - self.lag, self.chain.blocks[0].height)
+
+    def confirmed(self, tx: StoredTx) -> bool:
+        return tx.state == CONFIRMED and tx.block_height is not None and tx.block_height <= self.tip
+
+    def visible(self, txid: str) -> StoredTx | None:
+        tx = self.chain.txs.get(txid)
+        return tx if tx is not None and tx.state in (MEMPOOL, CONFIRMED) else None
+
+    def spender(self, txid: str, vout: int) -> tuple[str, int] | None:
+        return self.chain.outspends.get((txid, vout))
 
     # ------------------------------------------------------------------ JSON shapes
 
     def status_json(self, tx: StoredTx) -> dict[str, Any]:
-        if tx.block_height is None:
+        if not self.confirmed(tx) or tx.block_height is None:
             return {"confirmed": False}
-        block = self._block(tx.block_height)
+        block = self.chain._block(tx.block_height)
         return {
             "confirmed": True,
             "block_height": block.height,
@@ -79,12 +138,10 @@ class EsploraSim(EsploraChain):
         }
 
     def history(self, address: str) -> tuple[list[StoredTx], list[StoredTx]]:
-        """(mempool, confirmed) transactions touching ``address``, newest first."""
-        txs = [self.txs[t] for t in self.address_txs.get(address, []) if not self.txs[t].evicted]
-        mempool = sorted((t for t in txs if t.block_height is None), key=lambda t: -t.order)
-        confirmed = sorted(
-            (t for t in txs if t.block_height is not None), key=lambda t: (-(t.block_height or 0), -t.order)
-        )
+        """(mempool, confirmed) transactions touching ``address``, newest first, each once."""
+        txs = [t for t in (self.visible(t) for t in self.chain.address_txs.get(address, {})) if t is not None]
+        mempool = sorted((t for t in txs if not self.confirmed(t)), key=lambda t: -t.order)
+        confirmed = sorted((t for t in txs if self.confirmed(t)), key=lambda t: (-(t.block_height or 0), -t.order))
         return mempool, confirmed
 
     def address_json(self, address: str) -> dict[str, Any]:
@@ -114,51 +171,55 @@ class EsploraSim(EsploraChain):
         return {"address": address, **stats}
 
     def utxos_json(self, address: str) -> list[dict[str, Any]]:
+        """Unspent outputs of ``address``; an output spent by a mempool transaction is not listed."""
         mempool, confirmed = self.history(address)
         result = []
         for tx in mempool + confirmed:
             for n, o in enumerate(tx.vout):
-                if o.address == address and (tx.txid, n) not in self.outspends:
+                if o.address == address and self.spender(tx.txid, n) is None:
                     result.append({"txid": tx.txid, "vout": n, "status": self.status_json(tx), "value": o.value})
         return result
 
+    def outspend_json(self, txid: str, vout: int) -> dict[str, Any]:
+        spender = self.spender(txid, vout)
+        if spender is None:
+            return {"spent": False}
+        return {
+            "spent": True,
+            "txid": spender[0],
+            "vin": spender[1],
+            "status": self.status_json(self.chain.txs[spender[0]]),
+        }
+
     # ------------------------------------------------------------------ HTTP
 
-    def _starlette(self) -> Starlette:
-        return Starlette(
-            routes=[
-                Route("/address/{address}", self._h_address),
-                Route("/address/{address}/utxo", self._h_utxo),
-                Route("/address/{address}/txs", self._h_txs),
-                Route("/address/{address}/txs/chain", self._h_txs_chain),
-                Route("/address/{address}/txs/chain/{last_seen}", self._h_txs_chain),
-                Route("/address/{address}/txs/mempool", self._h_txs_mempool),
-                Route("/fee-estimates", self._h_fees),
-                Route("/tx/{txid}", self._h_tx),
-                Route("/tx/{txid}/status", self._h_tx_status),
-                Route("/tx/{txid}/hex", self._h_tx_hex),
-                Route("/tx/{txid}/outspend/{vout:int}", self._h_outspend),
-                Route("/tx/{txid}/outspends", self._h_outspends),
-                Route("/tx", self._h_post_tx, methods=["POST"]),
-                Route("/blocks/tip/height", self._h_tip_height),
-                Route("/blocks/tip/hash", self._h_tip_hash),
-                Route("/_sim/mine", self._h_mine, methods=["POST"]),
-                Route("/_sim/payments", self._h_payments),
-                Route("/_sim/fund", self._h_fund, methods=["POST"]),
-                Route("/_sim/fee-estimates", self._h_set_fees, methods=["PUT"]),
-            ]
-        )
+    def _starlette(self, lagging: bool) -> Starlette:
+        routes = [
+            Route("/address/{address}", self._h_address),
+            Route("/address/{address}/utxo", self._h_utxo),
+            Route("/address/{address}/txs", self._h_txs),
+            Route("/address/{address}/txs/chain", self._h_txs_chain),
+            Route("/address/{address}/txs/chain/{last_seen}", self._h_txs_chain),
+            Route("/address/{address}/txs/mempool", self._h_txs_mempool),
+            Route("/fee-estimates", self._h_fees),
+            Route("/tx/{txid}", self._h_tx),
+            Route("/tx/{txid}/status", self._h_tx_status),
+            Route("/tx/{txid}/hex", self._h_tx_hex),
+            Route("/tx/{txid}/outspend/{vout:int}", self._h_outspend),
+            Route("/tx/{txid}/outspends", self._h_outspends),
+            Route("/tx", self._h_post_tx, methods=["POST"]),
+            Route("/blocks/tip/height", self._h_tip_height),
+            Route("/blocks/tip/hash", self._h_tip_hash),
+            *control_routes(self, lagging=lagging),
+        ]
+        return Starlette(routes=routes)
 
     def _valid_address(self, address: str) -> bool:
         try:
             script = address_to_scriptpubkey(address)
-            return bool(script.address(self.network) == address)
+            return bool(script.address(self.chain.network) == address)
         except Exception:
             return False
-
-    def _tx_or_none(self, txid: str) -> StoredTx | None:
-        tx = self.txs.get(txid)
-        return None if tx is None or tx.evicted else tx
 
     async def _h_address(self, request: Request) -> Response:
         address = request.path_params["address"]
@@ -196,78 +257,52 @@ class EsploraSim(EsploraChain):
         return JSONResponse([self.tx_json(t) for t in confirmed[:PAGE_CONFIRMED]])
 
     async def _h_fees(self, request: Request) -> Response:
-        return JSONResponse(self.fee_estimates)
+        return JSONResponse(self.chain.fee_estimates)
 
     async def _h_tx(self, request: Request) -> Response:
-        tx = self._tx_or_none(request.path_params["txid"])
+        tx = self.visible(request.path_params["txid"])
         if tx is None:
             return PlainTextResponse("Transaction not found", status_code=404)
         return JSONResponse(self.tx_json(tx))
 
     async def _h_tx_status(self, request: Request) -> Response:
-        tx = self._tx_or_none(request.path_params["txid"])
+        tx = self.visible(request.path_params["txid"])
         if tx is None:
             return PlainTextResponse("Transaction not found", status_code=404)
         return JSONResponse(self.status_json(tx))
 
     async def _h_tx_hex(self, request: Request) -> Response:
-        tx = self._tx_or_none(request.path_params["txid"])
+        tx = self.visible(request.path_params["txid"])
         if tx is None:
             return PlainTextResponse("Transaction not found", status_code=404)
         return PlainTextResponse(tx.raw.hex())
 
-    def _outspend_json(self, txid: str, vout: int) -> dict[str, Any]:
-        spender = self.outspends.get((txid, vout))
-        if spender is None:
-            return {"spent": False}
-        return {
-            "spent": True,
-            "txid": spender[0],
-            "vin": spender[1],
-            "status": self.status_json(self.txs[spender[0]]),
-        }
-
     async def _h_outspend(self, request: Request) -> Response:
-        tx = self._tx_or_none(request.path_params["txid"])
+        tx = self.visible(request.path_params["txid"])
         vout: int = request.path_params["vout"]
         if tx is None or vout >= len(tx.vout):
             return PlainTextResponse("Transaction not found", status_code=404)
-        return JSONResponse(self._outspend_json(tx.txid, vout))
+        return JSONResponse(self.outspend_json(tx.txid, vout))
 
     async def _h_outspends(self, request: Request) -> Response:
-        tx = self._tx_or_none(request.path_params["txid"])
+        tx = self.visible(request.path_params["txid"])
         if tx is None:
             return PlainTextResponse("Transaction not found", status_code=404)
-        return JSONResponse([self._outspend_json(tx.txid, n) for n in range(len(tx.vout))])
+        return JSONResponse([self.outspend_json(tx.txid, n) for n in range(len(tx.vout))])
 
     async def _h_post_tx(self, request: Request) -> Response:
         body = (await request.body()).decode(errors="replace").strip()
         try:
-            txid = self.broadcast(body)
+            txid = self.chain.broadcast(body)
         except BroadcastRejected as exc:
             return PlainTextResponse(exc.body(), status_code=400)
         return PlainTextResponse(txid)
 
     async def _h_tip_height(self, request: Request) -> Response:
-        return PlainTextResponse(str(self.height))
+        return PlainTextResponse(str(self.tip))
 
     async def _h_tip_hash(self, request: Request) -> Response:
-        return PlainTextResponse(self.blocks[-1].hash)
-
-    async def _h_mine(self, request: Request) -> Response:
-        return JSONResponse({"height": self.mine()})
-
-    async def _h_payments(self, request: Request) -> Response:
-        return JSONResponse(self.payments())
-
-    async def _h_fund(self, request: Request) -> Response:
-        data = await request.json()
-        txid, vout = self.fund(str(data["address"]), int(data["value"]), bool(data.get("confirmed", True)))
-        return JSONResponse({"txid": txid, "vout": vout})
-
-    async def _h_set_fees(self, request: Request) -> Response:
-        self.set_fee_estimates(await request.json())
-        return JSONResponse(self.fee_estimates)
+        return PlainTextResponse(self.chain._block(self.tip).hash)
 
 
 def _out_json(o: Output) -> dict[str, Any]:

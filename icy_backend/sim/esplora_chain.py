@@ -1,22 +1,37 @@
-"""State of the Esplora simulator: UTXO set, mempool, blocks, address index, broadcast validation."""
+"""State of the Esplora simulator: a small Bitcoin node with rules (SPEC §11).
+
+Blocks, a mempool with a minimum fee rate, BIP 125 replacement, P2WPKH signature checks (``btc_rules``, not the
+service's signer), fee-market mining, evictions, reorganisations and foreign spends. Every transaction ever seen
+is kept with its state, so ``payments()`` can say what became of each output the service broadcast.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from embit import ec
 from embit.networks import NETWORKS
-from embit.script import Script, Witness, address_to_scriptpubkey, p2pkh_from_p2wpkh
-from embit.transaction import Transaction, TransactionInput, TransactionOutput
+from embit.script import Script, address_to_scriptpubkey, p2wpkh
+
+from icy_backend.sim.btc_rules import (
+    MAX_MONEY,
+    MAX_STANDARD_WEIGHT,
+    ParsedTx,
+    TxDecodeError,
+    TxIn,
+    TxOut,
+    check_p2wpkh_input,
+    is_p2wpkh,
+    parse_tx,
+)
 
 PAGE_CONFIRMED = 25
 PAGE_MEMPOOL = 50
-SIG_FAILED = "mandatory-script-verify-flag-failed (Signature must be zero for failed CHECK(MULTI)SIG)"
 NETWORK_NAMES = {"mainnet": "main", "main": "main", "testnet": "test", "test": "test"}
 NETWORK_NAMES.update({"signet": "signet", "regtest": "regtest"})
 SCRIPT_TYPES = {
@@ -29,6 +44,24 @@ SCRIPT_TYPES = {
 DUST = {"p2pkh": 546, "p2sh": 540, "p2wpkh": 294, "p2wsh": 330, "p2tr": 330}
 DEFAULT_FEES: dict[str, float] = {"1": 20.1, "2": 15.3, "3": 10.5, "4": 8.2, "5": 6.7, "6": 5.2, "10": 3.4}
 DEFAULT_FEES.update({"12": 3.0, "25": 2.1, "144": 1.2, "504": 1.0, "1008": 1.0})
+MIN_RELAY_FEE_RATE = 1.0  # sat/vB, also the BIP 125 incremental relay fee
+MAX_REPLACEMENTS = 100
+FAUCET_FEE = 500
+FOREIGN_FEE = 1_000
+
+# Bitcoin Core's RPC error codes (rpc/protocol.h).
+RPC_DESERIALIZATION_ERROR = -22
+RPC_TRANSACTION_ERROR = -25  # missing inputs
+RPC_TRANSACTION_REJECTED = -26  # policy or consensus refusal
+RPC_TRANSACTION_ALREADY_IN_CHAIN = -27
+
+# Payment / transaction states. "mempool" and "confirmed" are known to the node; the others are not.
+MEMPOOL, CONFIRMED, REPLACED, EVICTED, CONFLICTED = "mempool", "confirmed", "replaced", "evicted", "conflicted"
+LIVE = (MEMPOOL, CONFIRMED)
+
+# When set (by the test session), every transaction accepted by ``POST /tx`` on any simulator is appended here as
+# (raw hex, [(prevout value, prevout scriptPubKey hex), ...]) so an independent library can re-verify it.
+ACCEPTED_RECORDER: list[tuple[str, list[tuple[int, str]]]] | None = None
 
 
 class BroadcastRejected(Exception):
@@ -42,6 +75,14 @@ class BroadcastRejected(Exception):
     def body(self) -> str:
         detail = json.dumps({"code": self.code, "message": self.message}, separators=(",", ":"))
         return f"sendrawtransaction RPC error: {detail}"
+
+
+class ControlError(ValueError):
+    """A control request that cannot be carried out (answered 400)."""
+
+
+def _rejected(reason: str, code: int = RPC_TRANSACTION_REJECTED) -> BroadcastRejected:
+    return BroadcastRejected(code, reason)
 
 
 @dataclass
@@ -74,12 +115,35 @@ class StoredTx:
     weight: int
     order: int
     block_height: int | None = None
-    evicted: bool = False
+    state: str = MEMPOOL
+    broadcast: bool = False  # accepted through POST /tx (listed by payments)
+    priority: bool = False  # faucet / foreign spends: mined whatever their fee rate
     addresses: set[str] = field(default_factory=set)
 
     @property
     def fee(self) -> int:
         return sum(i.prevout.value for i in self.vin) - sum(o.value for o in self.vout)
+
+    @property
+    def vsize(self) -> int:
+        return (self.weight + 3) // 4
+
+    @property
+    def fee_rate(self) -> float:
+        return self.fee / self.vsize
+
+    @property
+    def evicted(self) -> bool:
+        """Unknown to the node (evicted, replaced, conflicted or dropped)."""
+        return self.state not in LIVE
+
+    @property
+    def signals_rbf(self) -> bool:
+        return any(i.sequence <= 0xFFFFFFFD for i in self.vin)
+
+    def pays_at_least(self, rate: float) -> bool:
+        """The fee reaches ``rate`` sat/vB (the same rounding as the acceptance checks)."""
+        return self.fee >= _fee_at(rate, self.vsize)
 
 
 @dataclass
@@ -91,7 +155,7 @@ class Block:
 
 
 class EsploraChain:
-    """In-memory Bitcoin chain state with Esplora's JSON shapes."""
+    """In-memory Bitcoin node state with Esplora's JSON shapes."""
 
     def __init__(
         self,
@@ -106,13 +170,16 @@ class EsploraChain:
         self.verify_signatures = verify_signatures
         self.clock = clock
         self.fee_estimates: dict[str, float] = dict(DEFAULT_FEES)
+        self.mempool_min: float = MIN_RELAY_FEE_RATE
         self.txs: dict[str, StoredTx] = {}
-        self.mempool: list[str] = []
-        self.outspends: dict[tuple[str, int], tuple[str, int]] = {}
-        self.address_txs: dict[str, list[str]] = {}
-        self.accepted: list[str] = []
+        self.mempool: list[str] = []  # parents before children
+        self.outspends: dict[tuple[str, int], tuple[str, int]] = {}  # live spends only
+        self.address_txs: dict[str, dict[str, None]] = {}  # ordered set of txids per address
+        self.wallet_addresses: set[str] = set()
+        self.accepted: list[str] = []  # txids accepted by POST /tx, first acceptance order, each once
         self._order = 0
         self._nonce = 0
+        self._blocks_made = 0
         self.blocks: list[Block] = []
         self._append_block([], height=start_height)
         self._sink = _key_address(b"esplora-sim sink", self.network)
@@ -123,96 +190,199 @@ class EsploraChain:
     def height(self) -> int:
         return self.blocks[-1].height
 
-    def fund(self, address: str, sats: int, confirmed: bool = True) -> tuple[str, int]:
-        """Pay ``sats`` to ``address`` from a synthetic faucet output; confirmed funding is mined at once."""
-        script = address_to_scriptpubkey(address)
+    def fund(self, address: str, sats: int, confirmed: bool = True, *, wallet: bool = True) -> tuple[str, int]:
+        """Pay ``sats`` to ``address`` from a synthetic faucet output; confirmed funding is mined at once.
+
+        A funded address counts as a wallet address (its outputs are not payments) unless ``wallet=False``.
+        """
+        if wallet:
+            self.wallet_addresses.add(address)
+        script = bytes(address_to_scriptpubkey(address).data)
         self._nonce += 1
-        prev = hashlib.sha256(b"faucet:%d" % self._nonce).digest()
-        tx = Transaction(
-            version=2,
-            vin=[TransactionInput(prev, 0, script_sig=Script(b""), witness=Witness([b"\x00" * 72, b"\x02" * 33]))],
-            vout=[TransactionOutput(sats, script)],
-        )
-        faucet = Output(bytes(address_to_scriptpubkey(self._sink).data), sats + 500, self._sink, "v0_p2wpkh")
-        stored = self._store(tx, prevouts=[faucet])
+        prev = hashlib.sha256(b"faucet:%d" % self._nonce).digest()[::-1].hex()
+        witness = (b"\x00" * 72, b"\x02" * 33)
+        tx = ParsedTx(2, (TxIn(prev, 0, b"", 0xFFFFFFFF, witness),), (TxOut(sats, script),), 0, b"", 0)
+        faucet = Output(bytes(address_to_scriptpubkey(self._sink).data), sats + FAUCET_FEE, self._sink, "v0_p2wpkh")
+        stored = self._store(parse_tx(tx.serialize()), [faucet], priority=True)
         if confirmed:
             self._append_block([stored.txid])
         else:
-            self.mempool.append(stored.txid)
+            self._enter_mempool(stored)
         return stored.txid, 0
 
-    def mine(self) -> int:
-        """Confirm every mempool transaction into a new block; returns its height."""
-        txids, self.mempool = self.mempool, []
-        return self._append_block(txids).height
+    def mine(self, blocks: int = 1, min_fee_rate: float = 0.0) -> int:
+        """Mine ``blocks`` blocks of the mempool transactions paying at least ``min_fee_rate`` sat/vB.
+
+        A transaction whose unconfirmed parent stays behind stays behind too. Returns the new tip height.
+        """
+        for _ in range(blocks):
+            included: list[str] = []
+            chosen: set[str] = set()
+            for txid in self.mempool:
+                tx = self.txs[txid]
+                parents_ok = all(self._parent_confirmed(i.txid) or i.txid in chosen for i in tx.vin)
+                if parents_ok and (tx.priority or tx.pays_at_least(min_fee_rate)):
+                    included.append(txid)
+                    chosen.add(txid)
+            self.mempool = [t for t in self.mempool if t not in chosen]
+            self._append_block(included)
+        return self.height
 
     def broadcast(self, raw_hex: str) -> str:
         """Validate and accept a raw transaction, as ``POST /tx`` does; raises BroadcastRejected."""
         try:
-            tx = Transaction.parse(bytes.fromhex(raw_hex.strip()))
-        except Exception as exc:
-            raise BroadcastRejected(-22, "TX decode failed") from exc
-        txid = str(tx.txid().hex())
-        known = self.txs.get(txid)
-        if known is not None and not known.evicted:
-            if known.block_height is not None:
-                raise BroadcastRejected(-27, "Transaction already in block chain")
-            return txid  # already in the mempool: bitcoind answers with the txid again
-        prevouts = self._check(tx)
-        stored = self._store(tx, prevouts)
-        self.mempool.append(txid)
-        self.accepted.append(txid)
+            parsed = parse_tx(bytes.fromhex(raw_hex.strip()))
+        except (ValueError, TxDecodeError) as exc:
+            raise _rejected("TX decode failed", RPC_DESERIALIZATION_ERROR) from exc
+        known = self.txs.get(parsed.txid)
+        if known is not None and known.state == MEMPOOL:
+            raise _rejected("txn-already-known")
+        if known is not None and known.state == CONFIRMED:
+            if any(self._spender_state(known.txid, n) != CONFIRMED for n in range(len(known.vout))):
+                raise _rejected("Transaction already in block chain", RPC_TRANSACTION_ALREADY_IN_CHAIN)
+            raise _rejected("bad-txns-inputs-missingorspent", RPC_TRANSACTION_ERROR)
+        prevouts, conflicts = self._check(parsed)
+        replaced = self._check_replacement(parsed, prevouts, conflicts)
+        self._check_scripts(parsed, prevouts)
+        for txid in replaced:
+            self._remove(txid, REPLACED)
+        stored = self._store(parsed, prevouts, broadcast=True)
+        self._enter_mempool(stored)
+        if stored.txid not in self._accepted_set:
+            self.accepted.append(stored.txid)
+        if ACCEPTED_RECORDER is not None:
+            ACCEPTED_RECORDER.append((parsed.raw.hex(), [(p.value, p.script.hex()) for p in prevouts]))
         return stored.txid
 
     def payments(self) -> list[dict[str, Any]]:
-        """Every output of every tx accepted via ``POST /tx`` (evicted double-spent ones excluded)."""
+        """Every output to a non-wallet address of every tx ever accepted by ``POST /tx``, with its status."""
         out: list[dict[str, Any]] = []
         for txid in self.accepted:
             tx = self.txs[txid]
-            if tx.evicted:
-                continue
             for o in tx.vout:
-                out.append({"txid": txid, "address": o.address, "value": o.value})
+                if o.address in self.wallet_addresses:
+                    continue
+                entry: dict[str, Any] = {"txid": txid, "address": o.address, "value": o.value, "status": tx.state}
+                if tx.state == CONFIRMED:
+                    entry["confirmations"] = self.confirmations(txid)
+                out.append(entry)
         return out
+
+    def confirmations(self, txid: str) -> int:
+        tx = self.txs.get(txid)
+        if tx is None or tx.block_height is None or tx.state != CONFIRMED:
+            return 0
+        return self.height - tx.block_height + 1
 
     def set_fee_estimates(self, estimates: dict[str, float]) -> None:
         self.fee_estimates = {str(k): float(v) for k, v in estimates.items()}
 
+    def set_fees(self, estimates: dict[str, float] | None = None, mempool_min: float | None = None) -> list[str]:
+        """Set the ``/fee-estimates`` answer and/or the mempool minimum fee rate; returns the evicted txids."""
+        if estimates is not None:
+            self.set_fee_estimates(estimates)
+        evicted: list[str] = []
+        if mempool_min is not None:
+            self.mempool_min = float(mempool_min)
+            for txid in list(self.mempool):
+                tx = self.txs[txid]
+                if tx.state == MEMPOOL and not tx.priority and not tx.pays_at_least(self.mempool_min):
+                    evicted += self._remove(txid, EVICTED)
+        return evicted
+
+    def evict(self, txid: str) -> list[str]:
+        """Drop a mempool transaction and its descendants (a restart or expiry); returns the evicted txids."""
+        tx = self.txs.get(txid)
+        if tx is None or tx.state != MEMPOOL:
+            raise ControlError("transaction is not in the mempool")
+        return self._remove(txid, EVICTED)
+
+    def reorg(self, depth: int, *, drop: bool = False) -> dict[str, list[str]]:
+        """Disconnect the last ``depth`` blocks; their txs go back to the mempool (``drop``: are evicted)."""
+        if depth < 1 or depth >= len(self.blocks):
+            raise ControlError(f"depth must be between 1 and {len(self.blocks) - 1}")
+        gone = self.blocks[-depth:]
+        del self.blocks[-depth:]
+        txids = [t for b in gone for t in b.txids]
+        for txid in txids:
+            self.txs[txid].block_height = None
+            self.txs[txid].state = MEMPOOL
+        self.mempool = txids + self.mempool
+        dropped: list[str] = []
+        if drop:
+            for txid in txids:
+                if self.txs[txid].state == MEMPOOL:
+                    dropped += self._remove(txid, EVICTED)
+        return {"disconnected": [b.hash for b in gone], "returned": [] if drop else txids, "dropped": dropped}
+
+    def spend(self, txid: str, vout: int, *, confirm: bool = True) -> tuple[str, list[str]]:
+        """Spend output ``txid:vout`` with a transaction the service did not make (a foreign spend).
+
+        Mempool transactions spending it (and their descendants) become ``conflicted``. With ``confirm`` the
+        foreign spend is mined at once in a block of its own. Returns (foreign txid, conflicted txids).
+        """
+        return self._foreign_spend([(txid, vout)], confirm=confirm)
+
     def tx_known(self, txid: str) -> bool:
         tx = self.txs.get(txid)
-        return tx is not None and not tx.evicted
+        return tx is not None and tx.state in LIVE
 
     def spend_inputs_elsewhere(self, tx_ref: str) -> str:
-        """Double-spend: confirm a different tx spending every input of ``tx_ref`` (a txid or raw hex).
-
-        A mempool transaction that spent those inputs is evicted. Returns the conflicting txid.
-        """
+        """Double-spend: confirm a foreign tx spending every input of ``tx_ref`` (a txid or raw hex)."""
         if tx_ref in self.txs:
             inputs = [(i.txid, i.vout) for i in self.txs[tx_ref].vin]
         else:
-            parsed = Transaction.parse(bytes.fromhex(tx_ref))
-            inputs = [(inp.txid.hex(), inp.vout) for inp in parsed.vin]
-        prevouts: list[Output] = []
-        for prev_txid, vout in inputs:
-            spender = self.outspends.get((prev_txid, vout))
-            if spender is not None:
-                spent_by = self.txs[spender[0]]
-                if spent_by.block_height is not None:
-                    raise ValueError("input already spent by a confirmed transaction")
-                self._evict(spent_by.txid)
-            prevouts.append(self.txs[prev_txid].vout[vout])
-        total = sum(p.value for p in prevouts)
-        self._nonce += 1
-        tx = Transaction(
-            version=2,
-            vin=[TransactionInput(bytes.fromhex(t), v, sequence=0xFFFFFFFD - self._nonce % 1000) for t, v in inputs],
-            vout=[TransactionOutput(max(total - 1000, 0), address_to_scriptpubkey(self._sink))],
-        )
-        stored = self._store(tx, prevouts)
-        self._append_block([stored.txid])
-        return stored.txid
+            inputs = [(i.prev_txid, i.vout) for i in parse_tx(bytes.fromhex(tx_ref)).vin]
+        try:
+            return self._foreign_spend(inputs, confirm=True)[0]
+        except ControlError as exc:
+            raise ValueError(str(exc)) from exc
+
+    def state(self) -> dict[str, Any]:
+        """The node's state as the controls answer it."""
+        return {
+            "height": self.height,
+            "tip_hash": self.blocks[-1].hash,
+            "mempool": list(self.mempool),
+            "mempool_min": self.mempool_min,
+            "estimates": dict(self.fee_estimates),
+        }
 
     # ------------------------------------------------------------------ internals
+
+    @property
+    def _accepted_set(self) -> set[str]:
+        return set(self.accepted)
+
+    def _spender_state(self, txid: str, vout: int) -> str | None:
+        spender = self.outspends.get((txid, vout))
+        return None if spender is None else self.txs[spender[0]].state
+
+    def _foreign_spend(self, inputs: list[tuple[str, int]], *, confirm: bool) -> tuple[str, list[str]]:
+        prevouts: list[Output] = []
+        for prev_txid, vout in inputs:
+            prev = self.txs.get(prev_txid)
+            if prev is None or prev.state not in LIVE or not 0 <= vout < len(prev.vout):
+                raise ControlError("unknown outpoint")
+            if self._spender_state(prev_txid, vout) == CONFIRMED:
+                raise ControlError("outpoint already spent by a confirmed transaction")
+            prevouts.append(prev.vout[vout])
+        conflicted: list[str] = []
+        for key in inputs:
+            spender = self.outspends.get(key)
+            if spender is not None:
+                conflicted += self._remove(spender[0], CONFLICTED)
+        total = sum(p.value for p in prevouts)
+        self._nonce += 1
+        sink = bytes(address_to_scriptpubkey(self._sink).data)
+        nonce_in = tuple(TxIn(t, v, b"", 0xFFFFFFFD, (self._nonce.to_bytes(8, "big"),)) for t, v in inputs)
+        parsed = parse_tx(ParsedTx(2, nonce_in, (TxOut(max(total - FOREIGN_FEE, 0), sink),), 0, b"", 0).serialize())
+        stored = self._store(parsed, prevouts, priority=True)
+        if confirm:
+            self._append_block([stored.txid])
+        else:
+            self._enter_mempool(stored)
+        return stored.txid, conflicted
 
     def _append_block(self, txids: list[str], height: int | None = None) -> Block:
         if height is None:
@@ -220,132 +390,208 @@ class EsploraChain:
         prev_time = self.blocks[-1].time if self.blocks else 0
         block_time = max(int(self.clock()), prev_time + 1)
         prev_hash = self.blocks[-1].hash if self.blocks else "00" * 32
-        digest = hashlib.sha256(f"{prev_hash}:{height}:{block_time}".encode()).digest()
+        # Unique per block ever mined: a height re-mined after a reorg, even within the same second, differs.
+        self._blocks_made += 1
+        digest = hashlib.sha256(f"{prev_hash}:{height}:{block_time}:{self._blocks_made}:{txids}".encode()).digest()
         block = Block(height, hashlib.sha256(digest).digest()[::-1].hex(), block_time, txids)
         self.blocks.append(block)
         for txid in txids:
-            self.txs[txid].block_height = height
+            tx = self.txs[txid]
+            tx.block_height = height
+            tx.state = CONFIRMED
+            for n, i in enumerate(tx.vin):
+                self.outspends[(i.txid, i.vout)] = (txid, n)
         return block
 
     def _block(self, height: int) -> Block:
         return self.blocks[height - self.blocks[0].height]
 
-    def _evict(self, txid: str) -> None:
+    def _enter_mempool(self, tx: StoredTx) -> None:
+        tx.state = MEMPOOL
+        tx.block_height = None
+        self.mempool.append(tx.txid)
+        for n, i in enumerate(tx.vin):
+            self.outspends[(i.txid, i.vout)] = (tx.txid, n)
+        for address in tx.addresses:
+            self.address_txs.setdefault(address, {})[tx.txid] = None
+
+    def _remove(self, txid: str, state: str) -> list[str]:
+        """Take an unconfirmed tx and its descendants out of the mempool with ``state``; returns their txids."""
         tx = self.txs[txid]
-        tx.evicted = True
+        if tx.state != MEMPOOL:
+            return []
+        removed = [txid]
+        tx.state = state
         if txid in self.mempool:
             self.mempool.remove(txid)
         for i in tx.vin:
             if self.outspends.get((i.txid, i.vout), ("", 0))[0] == txid:
                 del self.outspends[(i.txid, i.vout)]
-        for n in range(len(tx.vout)):  # descendants go too
+        for n in range(len(tx.vout)):
             child = self.outspends.get((txid, n))
             if child is not None:
-                self._evict(child[0])
+                removed += self._remove(child[0], state)
+        return removed
 
-    def _output(self, out: Any) -> Output:
-        script = out.script_pubkey
-        kind = script.script_type()
-        address = script.address(self.network) if kind else None
-        return Output(bytes(script.data), int(out.value), address, SCRIPT_TYPES.get(kind or "", "unknown"))
+    def _output(self, script: bytes, value: int) -> Output:
+        parsed = Script(script)
+        kind = parsed.script_type()
+        address = parsed.address(self.network) if kind else None
+        return Output(script, value, address, SCRIPT_TYPES.get(kind or "", "unknown"))
 
-    def _check(self, tx: Any) -> list[Output]:
+    def _check(self, tx: ParsedTx) -> tuple[list[Output], set[str]]:
+        """Context checks in Bitcoin Core's order; returns the prevouts and the directly conflicting txids."""
         if not tx.vin:
-            raise BroadcastRejected(-26, "bad-txns-vin-empty")
+            raise _rejected("bad-txns-vin-empty")
         if not tx.vout:
-            raise BroadcastRejected(-26, "bad-txns-vout-empty")
+            raise _rejected("bad-txns-vout-empty")
+        if tx.weight > MAX_STANDARD_WEIGHT:
+            raise _rejected("tx-size")
+        if any(o.value < 0 for o in tx.vout):
+            raise _rejected("bad-txns-vout-negative")
+        if any(o.value > MAX_MONEY for o in tx.vout) or sum(o.value for o in tx.vout) > MAX_MONEY:
+            raise _rejected("bad-txns-txouttotal-toolarge")
+        if len({(i.prev_txid, i.vout) for i in tx.vin}) != len(tx.vin):
+            raise _rejected("bad-txns-inputs-duplicate")
+        if tx.version not in (1, 2):
+            raise _rejected("version")
+        for o in tx.vout:
+            kind = Script(o.script).script_type()
+            if kind not in DUST:
+                raise _rejected("scriptpubkey")
+            if o.value < DUST[kind]:
+                raise _rejected("dust")
+        conflicts: set[str] = set()
         prevouts: list[Output] = []
-        seen: set[tuple[str, int]] = set()
-        for inp in tx.vin:
-            key = (inp.txid.hex(), int(inp.vout))
-            if key in seen:
-                raise BroadcastRejected(-26, "bad-txns-inputs-duplicate")
-            seen.add(key)
-            prev = self.txs.get(key[0])
-            if prev is None or prev.evicted or key[1] >= len(prev.vout):
-                raise BroadcastRejected(-25, "bad-txns-inputs-missingorspent")
-            spender = self.outspends.get(key)
+        for i in tx.vin:
+            prev = self.txs.get(i.prev_txid)
+            if prev is None or prev.state not in LIVE or i.vout >= len(prev.vout):
+                raise _rejected("bad-txns-inputs-missingorspent", RPC_TRANSACTION_ERROR)
+            spender = self.outspends.get((i.prev_txid, i.vout))
             if spender is not None:
-                if self.txs[spender[0]].block_height is None:
-                    raise BroadcastRejected(-26, "txn-mempool-conflict")
-                raise BroadcastRejected(-25, "bad-txns-inputs-missingorspent")
-            prevouts.append(prev.vout[key[1]])
-        for out in tx.vout:
-            kind = out.script_pubkey.script_type()
-            if out.value < DUST.get(kind or "", 0) or out.value < 0:
-                raise BroadcastRejected(-26, "dust")
+                if self.txs[spender[0]].state == CONFIRMED:
+                    raise _rejected("bad-txns-inputs-missingorspent", RPC_TRANSACTION_ERROR)
+                conflicts.add(spender[0])
+            prevouts.append(prev.vout[i.vout])
+        for txid in conflicts:
+            if not self._replaceable(txid):
+                raise _rejected("txn-mempool-conflict")
         total_in = sum(p.value for p in prevouts)
-        total_out = sum(int(o.value) for o in tx.vout)
+        total_out = sum(o.value for o in tx.vout)
         if total_out > total_in:
-            raise BroadcastRejected(-26, "bad-txns-in-belowout")
-        if self.verify_signatures:
-            for n, prevout in enumerate(prevouts):
-                if prevout.type == "v0_p2wpkh" and not _p2wpkh_ok(tx, n, prevout):
-                    raise BroadcastRejected(
-                        -26,
-                        SIG_FAILED,
-                    )
-        vsize = (_weight(tx) + 3) // 4
-        if total_in - total_out < vsize:
-            raise BroadcastRejected(-26, f"min relay fee not met, {total_in - total_out} < {vsize}")
-        return prevouts
+            raise _rejected(f"bad-txns-in-belowout, value in ({total_in}) < value out ({total_out})")
+        fee, vsize = total_in - total_out, tx.vsize
+        min_relay = _fee_at(MIN_RELAY_FEE_RATE, vsize)
+        if fee < min_relay:
+            raise _rejected(f"min relay fee not met, {fee} < {min_relay}")
+        mempool_min = _fee_at(self.mempool_min, vsize)
+        if fee < mempool_min:
+            raise _rejected(f"mempool min fee not met, {fee} < {mempool_min}")
+        return prevouts, conflicts
 
-    def _store(self, tx: Any, prevouts: list[Output]) -> StoredTx:
-        raw = tx.serialize()
-        txid = str(tx.txid().hex())
-        self._order += 1
-        vin = [
-            Input(
-                txid=inp.txid.hex(),
-                vout=int(inp.vout),
-                sequence=int(inp.sequence),
-                witness=[bytes(w).hex() for w in inp.witness.items],
-                scriptsig=bytes(inp.script_sig.data).hex(),
-                prevout=prev,
+    def _replaceable(self, txid: str) -> bool:
+        """BIP 125: the tx or one of its unconfirmed ancestors signals replaceability."""
+        tx = self.txs[txid]
+        if tx.signals_rbf:
+            return True
+        return any(not self._parent_confirmed(i.txid) and self._replaceable(i.txid) for i in tx.vin)
+
+    def _parent_confirmed(self, txid: str) -> bool:
+        parent = self.txs.get(txid)  # faucet inputs spend outputs the node never saw: as good as confirmed
+        return parent is None or parent.state == CONFIRMED
+
+    def _check_replacement(self, tx: ParsedTx, prevouts: list[Output], conflicts: set[str]) -> list[str]:
+        """BIP 125 rules 3, 4, 5 and 6; returns every txid the replacement evicts (conflicts and descendants)."""
+        if not conflicts:
+            return []
+        replaced: list[str] = []
+        for txid in sorted(conflicts, key=lambda t: self.txs[t].order):
+            replaced += [t for t in self._descendants(txid) if t not in replaced]
+        if len(replaced) > MAX_REPLACEMENTS:
+            raise _rejected(f"too many potential replacements, rejecting replacement {tx.txid}")
+        if {i.prev_txid for i in tx.vin} & set(replaced):
+            raise _rejected(f"bad-txns-spends-conflicting-tx, {tx.txid} spends conflicting transaction")
+        fee = sum(p.value for p in prevouts) - sum(o.value for o in tx.vout)
+        vsize = tx.vsize
+        for txid in conflicts:
+            old = self.txs[txid]
+            if fee * old.vsize <= old.fee * vsize:  # new fee rate must be strictly higher (rule 6)
+                raise _rejected(
+                    f"insufficient fee, rejecting replacement {tx.txid}; new feerate {fee / vsize:.8f} <= "
+                    f"old feerate {old.fee_rate:.8f}"
+                )
+        replaced_fees = sum(self.txs[t].fee for t in replaced)
+        if fee < replaced_fees:
+            raise _rejected(
+                f"insufficient fee, rejecting replacement {tx.txid}, less fees than conflicting txs; "
+                f"{fee} < {replaced_fees}"
             )
-            for inp, prev in zip(tx.vin, prevouts, strict=True)
+        extra = _fee_at(MIN_RELAY_FEE_RATE, vsize)
+        if fee - replaced_fees < extra:
+            raise _rejected(
+                f"insufficient fee, rejecting replacement {tx.txid}, not enough additional fees to relay; "
+                f"{fee - replaced_fees} < {extra}"
+            )
+        return replaced
+
+    def _descendants(self, txid: str) -> list[str]:
+        out = [txid]
+        for n in range(len(self.txs[txid].vout)):
+            child = self.outspends.get((txid, n))
+            if child is not None and self.txs[child[0]].state == MEMPOOL:
+                out += [t for t in self._descendants(child[0]) if t not in out]
+        return out
+
+    def _check_scripts(self, tx: ParsedTx, prevouts: list[Output]) -> None:
+        if not self.verify_signatures:
+            return
+        for n, prevout in enumerate(prevouts):
+            if not is_p2wpkh(prevout.script):
+                # Only P2WPKH coins are ever spent through this node; anything else cannot be checked here.
+                raise _rejected("non-mandatory-script-verify-flag (simulator verifies P2WPKH inputs only)")
+            error = check_p2wpkh_input(tx, n, prevout.script, prevout.value)
+            if error is not None:
+                raise _rejected(f"mandatory-script-verify-flag-failed ({error})")
+
+    def _store(
+        self, tx: ParsedTx, prevouts: list[Output], *, broadcast: bool = False, priority: bool = False
+    ) -> StoredTx:
+        """Record ``tx`` (new, or known and coming back after an eviction); the caller places it."""
+        existing = self.txs.get(tx.txid)
+        if existing is not None:
+            existing.broadcast = existing.broadcast or broadcast
+            existing.order = self._next_order()
+            return existing
+        vin = [
+            Input(i.prev_txid, i.vout, i.sequence, [w.hex() for w in i.witness], i.script_sig.hex(), prev)
+            for i, prev in zip(tx.vin, prevouts, strict=True)
         ]
-        vout = [self._output(o) for o in tx.vout]
-        stored = StoredTx(txid, raw, int(tx.version), int(tx.locktime), vin, vout, len(raw), _weight(tx), self._order)
+        vout = [self._output(o.script, o.value) for o in tx.vout]
+        stored = StoredTx(
+            tx.txid, tx.raw, tx.version, tx.locktime, vin, vout, len(tx.raw), tx.weight, self._next_order()
+        )
+        stored.broadcast, stored.priority = broadcast, priority
         stored.addresses = {o.address for o in vout if o.address} | {
             i.prevout.address for i in vin if i.prevout.address
         }
-        self.txs[txid] = stored
-        for n, i in enumerate(vin):
-            if i.txid in self.txs:
-                self.outspends[(i.txid, i.vout)] = (txid, n)
+        self.txs[tx.txid] = stored
         for address in stored.addresses:
-            self.address_txs.setdefault(address, []).append(txid)
+            self.address_txs.setdefault(address, {})[tx.txid] = None
         return stored
 
+    def _next_order(self) -> int:
+        self._order += 1
+        return self._order
 
-def _weight(tx: Any) -> int:
-    total = len(tx.serialize())
-    if not tx.is_segwit:
-        return total * 4
-    witness = 2 + sum(len(inp.witness.serialize()) for inp in tx.vin)
-    return (total - witness) * 4 + witness
+    def live(self, txids: Iterable[str]) -> list[StoredTx]:
+        return [self.txs[t] for t in txids if self.txs[t].state in LIVE]
 
 
-def _p2wpkh_ok(tx: Any, n: int, prevout: Output) -> bool:
-    """BIP-143 check of a P2WPKH input: witness [sig+hashtype, pubkey] matching the prevout's key hash."""
-    try:
-        items = tx.vin[n].witness.items
-        if len(items) != 2:
-            return False
-        sig_bytes, pub_bytes = bytes(items[0]), bytes(items[1])
-        if hashlib.new("ripemd160", hashlib.sha256(pub_bytes).digest()).digest() != prevout.script[2:]:
-            return False
-        script_code = p2pkh_from_p2wpkh(Script(prevout.script))
-        msg = tx.sighash_segwit(n, script_code, prevout.value, sighash=sig_bytes[-1])
-        pub = ec.PublicKey.parse(pub_bytes)
-        return bool(pub.verify(ec.Signature.parse(sig_bytes[:-1]), msg))
-    except Exception:
-        return False
+def _fee_at(rate: float, vsize: int) -> int:
+    """Bitcoin Core's CFeeRate::GetFee: rate in sat/kvB × size / 1000, truncated."""
+    return round(rate * 1000) * vsize // 1000
 
 
 def _key_address(seed: bytes, network: Any) -> str:
-    from embit.script import p2wpkh
-
     key = ec.PrivateKey(hashlib.sha256(seed).digest())
     return str(p2wpkh(key.get_public_key()).address(network))

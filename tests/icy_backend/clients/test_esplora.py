@@ -87,7 +87,7 @@ async def test_broadcast_and_spend(sim: EsploraSim, esplora: EsploraClient) -> N
     txid, vout = sim.fund(WALLET.address, 100_000)
     raw = WALLET.sign_spend([(txid, vout, 100_000)], [(OTHER.address, 60_000), (WALLET.address, 39_000)])
     new_txid = await esplora.broadcast(raw)
-    assert {"txid": new_txid, "address": OTHER.address, "value": 60_000} in sim.payments()
+    assert {"txid": new_txid, "address": OTHER.address, "value": 60_000, "status": "mempool"} in sim.payments()
     spend = await esplora.outspend(txid, vout)
     assert spend.spent
     assert spend.txid == new_txid

@@ -97,17 +97,18 @@ async def test_broadcast_spends_input_and_is_listed(sim: EsploraSim, client: htt
     out = (await client.get(f"/tx/{txid}/outspend/{vout}")).json()
     assert out == {"spent": True, "txid": new_txid, "vin": 0, "status": {"confirmed": False}}
     payments = (await client.get("/_sim/payments")).json()
-    assert {"txid": new_txid, "address": OTHER.address, "value": 60_000} in payments
+    # Change back to the wallet is not a payment.
+    assert payments == [{"txid": new_txid, "address": OTHER.address, "value": 60_000, "status": "mempool"}]
     # The mempool spend hides the funded UTXO; the mempool change output shows up unconfirmed.
     utxos = (await client.get(f"/address/{WALLET.address}/utxo")).json()
     assert [(u["txid"], u["value"], u["status"]["confirmed"]) for u in utxos] == [(new_txid, 39_000, False)]
     stats = (await client.get(f"/address/{WALLET.address}")).json()
     assert stats["mempool_stats"]["spent_txo_sum"] == 100_000
-    # Re-broadcasting the same bytes is harmless.
+    # Re-broadcasting the same bytes is harmless: the node already knows them.
     again = await client.post("/tx", content=raw)
-    assert again.status_code == 200
-    assert again.text == new_txid
-    assert len(sim.payments()) == 2
+    assert again.status_code == 400
+    assert again.text == 'sendrawtransaction RPC error: {"code":-26,"message":"txn-already-known"}'
+    assert len(sim.payments()) == 1
     mined = await client.post("/_sim/mine")
     assert mined.json()["height"] == sim.height
     status = (await client.get(f"/tx/{new_txid}/status")).json()
@@ -162,7 +163,7 @@ async def test_spend_inputs_elsewhere(sim: EsploraSim, client: httpx.AsyncClient
     assert out["spent"] is True
     assert out["txid"] == conflict
     assert out["status"]["confirmed"] is True
-    assert sim.payments() == []
+    assert [p["status"] for p in sim.payments()] == ["conflicted"]
     r = await client.post("/tx", content=raw)
     assert r.status_code == 400
 

@@ -1,0 +1,177 @@
+"""Esplora simulator as a node with rules: signatures, fee floors, BIP 125 replacement, Core's refusal bodies."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from icy_backend.sim.btc_rules import parse_tx
+from icy_backend.sim.btc_wallet import P2wpkhKey
+from icy_backend.sim.esplora import EsploraSim
+
+pytestmark = pytest.mark.anyio
+
+WALLET = P2wpkhKey.from_seed(b"rules wallet")
+USER = P2wpkhKey.from_seed(b"rules user")
+RBF = 0xFFFFFFFD
+
+
+@pytest.fixture
+def sim() -> EsploraSim:
+    return EsploraSim()
+
+
+@pytest.fixture
+async def client(sim: EsploraSim) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sim.app), base_url="http://sim") as c:
+        yield c
+
+
+def refusal(r: httpx.Response) -> tuple[int, str]:
+    """(code, message) of Esplora's 400 body ``sendrawtransaction RPC error: {...}``."""
+    assert r.status_code == 400, r.text
+    prefix = "sendrawtransaction RPC error: "
+    assert r.text.startswith(prefix), r.text
+    body = json.loads(r.text[len(prefix) :])
+    assert set(body) == {"code", "message"}
+    return int(body["code"]), str(body["message"])
+
+
+async def post(client: httpx.AsyncClient, raw: str) -> httpx.Response:
+    return await client.post("/tx", content=raw)
+
+
+def pay(coin: tuple[str, int], value: int, amount: int, fee: int, *, sequence: int = RBF) -> str:
+    """WALLET pays ``amount`` to USER from ``coin`` worth ``value``, change back to WALLET, ``fee`` sats fee."""
+    outputs = [(USER.address, amount)]
+    if value - amount - fee:
+        outputs.append((WALLET.address, value - amount - fee))
+    return WALLET.sign_spend([(coin[0], coin[1], value)], outputs, sequence=sequence)
+
+
+def flip_signature_byte(raw: str) -> str:
+    """The same transaction with one byte of the first input's signature changed (DER stays well-formed)."""
+    tx = parse_tx(bytes.fromhex(raw))
+    sig = tx.vin[0].witness[0]
+    pos = len(sig) - 10  # inside s, away from DER headers and the hashtype byte
+    bad_sig = sig[:pos] + bytes([sig[pos] ^ 0x01]) + sig[pos + 1 :]
+    at = tx.raw.find(sig)
+    return (tx.raw[:at] + bad_sig + tx.raw[at + len(sig) :]).hex()
+
+
+async def test_vsize_is_weight_over_four_rounded_up(sim: EsploraSim, client: httpx.AsyncClient) -> None:
+    coin = sim.fund(WALLET.address, 100_000)
+    raw = pay(coin, 100_000, 50_000, 1_000)
+    tx = parse_tx(bytes.fromhex(raw))
+    # One P2WPKH input, two P2WPKH outputs: 113 non-witness bytes, 109 witness bytes (with a 72-byte signature).
+    assert tx.weight == len(tx.serialize(with_witness=False)) * 3 + len(bytes.fromhex(raw))
+    assert tx.vsize == -(-tx.weight // 4)
+    assert 140 <= tx.vsize <= 142
+    txid = (await post(client, raw)).text
+    assert (await client.get(f"/tx/{txid}")).json()["weight"] == tx.weight
+    assert sim.txs[txid].vsize == tx.vsize
+
+
+async def test_bad_signature_is_refused_like_core(sim: EsploraSim, client: httpx.AsyncClient) -> None:
+    coin = sim.fund(WALLET.address, 100_000)
+    good = pay(coin, 100_000, 50_000, 1_000)
+    code, message = refusal(await post(client, flip_signature_byte(good)))
+    assert code == -26
+    assert message == "mandatory-script-verify-flag-failed (Signature must be zero for failed CHECK(MULTI)SIG)"
+    # Signed over another amount (BIP 143 commits to the value), or by another key.
+    wrong_value = WALLET.sign_spend([(coin[0], coin[1], 100_001)], [(USER.address, 50_000)])
+    assert refusal(await post(client, wrong_value))[1].startswith("mandatory-script-verify-flag-failed")
+    wrong_key = USER.sign_spend([(coin[0], coin[1], 100_000)], [(USER.address, 50_000)])
+    assert refusal(await post(client, wrong_key)) == (
+        -26,
+        "mandatory-script-verify-flag-failed (Witness program hash mismatch)",
+    )
+    assert sim.accepted == []
+    assert (await post(client, good)).status_code == 200
+
+
+async def test_refusal_codes(sim: EsploraSim, client: httpx.AsyncClient) -> None:
+    coin = sim.fund(WALLET.address, 100_000)
+    assert refusal(await post(client, "00")) == (-22, "TX decode failed")
+    unknown = pay(("ab" * 32, 0), 100_000, 50_000, 1_000)
+    assert refusal(await post(client, unknown)) == (-25, "bad-txns-inputs-missingorspent")
+    dust = pay(coin, 100_000, 293, 1_000)  # P2WPKH dust limit is 294
+    assert refusal(await post(client, dust)) == (-26, "dust")
+    raw = pay(coin, 100_000, 50_000, 1_000)
+    txid = (await post(client, raw)).text
+    assert refusal(await post(client, raw)) == (-26, "txn-already-known")
+    sim.mine()
+    assert refusal(await post(client, raw)) == (-27, "Transaction already in block chain")
+    # Once every output of the confirmed tx is spent, Core no longer finds it in the UTXO set.
+    change = sim.txs[txid].vout[1].value
+    sweep = WALLET.sign_spend([(txid, 1, change)], [(USER.address, change - 500)])
+    assert (await post(client, sweep)).status_code == 200
+    USER_spend = USER.sign_spend([(txid, 0, 50_000)], [(WALLET.address, 49_000)])
+    assert (await post(client, USER_spend)).status_code == 200
+    sim.mine()
+    assert refusal(await post(client, raw)) == (-25, "bad-txns-inputs-missingorspent")
+
+
+async def test_min_relay_and_mempool_min_fee(sim: EsploraSim, client: httpx.AsyncClient) -> None:
+    coin = sim.fund(WALLET.address, 100_000)
+    low = pay(coin, 100_000, 50_000, 100)  # < 1 sat/vB
+    code, message = refusal(await post(client, low))
+    assert (code, message.split(",")[0]) == (-26, "min relay fee not met")
+    await client.put("/_sim/fees", json={"mempool_min": 10.0})
+    below = pay(coin, 100_000, 50_000, 1_000)  # ~7 sat/vB
+    code, message = refusal(await post(client, below))
+    vsize = parse_tx(bytes.fromhex(below)).vsize
+    assert (code, message) == (-26, f"mempool min fee not met, 1000 < {vsize * 10}")
+    assert (await post(client, pay(coin, 100_000, 50_000, vsize * 10))).status_code == 200
+
+
+async def test_replacement_rules(sim: EsploraSim, client: httpx.AsyncClient) -> None:
+    coin = sim.fund(WALLET.address, 100_000)
+    first = pay(coin, 100_000, 50_000, 1_000)
+    first_txid = (await post(client, first)).text
+    vsize = sim.txs[first_txid].vsize
+    # Same fee rate: BIP 125 rule 6.
+    same = pay(coin, 100_000, 50_001, 1_000)
+    code, message = refusal(await post(client, same))
+    assert code == -26
+    assert message.startswith("insufficient fee, rejecting replacement") and "new feerate" in message
+    # Higher rate but not 1 sat/vB of its own size more than the replaced fee: rule 4.
+    stingy = pay(coin, 100_000, 50_000, 1_000 + vsize - 1)
+    assert "not enough additional fees to relay" in refusal(await post(client, stingy))[1]
+    assert [p["status"] for p in sim.payments()] == ["mempool"]
+    # Enough: the old one leaves the mempool and is `replaced` in payments.
+    bump = pay(coin, 100_000, 50_000, 1_000 + vsize)
+    r = await post(client, bump)
+    assert r.status_code == 200, r.text
+    assert sorted((p["txid"], p["status"]) for p in sim.payments()) == sorted(
+        [(first_txid, "replaced"), (r.text, "mempool")]
+    )
+    assert (await client.get(f"/tx/{first_txid}/status")).status_code == 404
+    assert sim.mempool == [r.text]
+    out = (await client.get(f"/tx/{coin[0]}/outspend/{coin[1]}")).json()
+    assert out["txid"] == r.text
+
+
+async def test_replacement_must_pay_for_replaced_descendants(sim: EsploraSim, client: httpx.AsyncClient) -> None:
+    coin = sim.fund(WALLET.address, 100_000)
+    parent = (await post(client, pay(coin, 100_000, 50_000, 1_000))).text
+    child = WALLET.sign_spend([(parent, 1, 49_000)], [(USER.address, 40_000)], sequence=RBF)
+    child_txid = (await post(client, child)).text
+    assert sim.txs[child_txid].fee == 9_000
+    # Beats the parent's fee but not parent + child: rule 3.
+    short = pay(coin, 100_000, 50_000, 5_000)
+    assert "less fees than conflicting txs; 5000 < 10000" in refusal(await post(client, short))[1]
+    enough = (await post(client, pay(coin, 100_000, 50_000, 10_500))).text
+    statuses = {p["txid"]: p["status"] for p in sim.payments()}
+    assert statuses == {parent: "replaced", child_txid: "replaced", enough: "mempool"}
+
+
+async def test_non_signalling_transaction_is_not_replaced(sim: EsploraSim, client: httpx.AsyncClient) -> None:
+    coin = sim.fund(WALLET.address, 100_000)
+    final = pay(coin, 100_000, 50_000, 1_000, sequence=0xFFFFFFFE)
+    assert (await post(client, final)).status_code == 200
+    bump = pay(coin, 100_000, 50_000, 20_000)
+    assert refusal(await post(client, bump)) == (-26, "txn-mempool-conflict")
