@@ -11,7 +11,7 @@ next run) re-sends the very same bytes, so the request can never swap twice. A s
 only when the signer's *mined* nonce moved past its nonce while its own receipt does not exist: it can never be
 mined then. The ``Swap`` event of a completed request becomes a payout through the swap indexer like any other.
 
-Conversion (fix: the old one was 100x too large): ``sats = icy_wei // (ratio * 100)`` with the cached ratio
+Conversion (fix: the old one was 100x too large): ``sats = icy_wei // (ratio * 100)`` with the pricing ratio
 (ICY per BTC x 10^8). No service fee is taken here; the payout of the ``Swap`` event takes it.
 """
 
@@ -141,7 +141,7 @@ class SwapRequestProcessor:
                 return SKIPPED  # not indexed yet: waiting is not a failure
             try:
                 address = check_address("btc_address", str(row["btc_address"]), self.settings.btc_network)
-                ratio = await self.oracle.icy_btc_ratio()
+                ratio = await self.oracle.pricing_ratio()
                 if ratio <= 0:
                     raise PricingUnavailable("ratio is 0")
                 sats = icy // (ratio * 100)

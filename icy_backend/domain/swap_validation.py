@@ -2,7 +2,7 @@
 
 Order of the checks (the first failure is reported): amounts are positive decimal integers; ``btc_address`` is
 valid for ``BTC_NETWORK``; ``btc_amount`` ≥ the dust limit of the address type; ``btc_amount`` minus the service
-fee ≥ that dust limit; ``btc_amount`` does not exceed the value of ``icy_amount`` at the cached ratio by more
+fee ≥ that dust limit; ``btc_amount`` does not exceed the value of ``icy_amount`` at the pricing ratio by more
 than 1 % (fix: the old endpoint signed any pair — a way to drain the treasury).
 
 Conversion (fix: the old one was 100x too large): the ratio ``R`` is ICY per 1 BTC x 10^8, so

@@ -1,8 +1,9 @@
 """``POST /api/v1/swap/generate-signature`` and ``POST /api/v1/swap`` (SPEC §4, §9).
 
 Every refusal is a 400 envelope with a clear ``message``, a short ``error`` class and one field error. The
-signature is only produced after every check passed, including the price check against the cached ratio (fix:
-the old endpoint signed any pair) and a chain id confirmed by the node (503 while it differs). No on-chain
+signature is only produced after every check passed, including the price check against the pricing ratio —
+complete figures, treasury net of owed payouts, 503 ``oracle_incomplete`` otherwise (fix: the old endpoint signed
+any pair) and a chain id confirmed by the node (503 while it differs). No on-chain
 ``approve`` is sent (fix: the old endpoint sent one per request from the signer wallet).
 """
 
@@ -26,6 +27,7 @@ from icy_backend.clients.errors import UpstreamError, error_class
 from icy_backend.clients.evm import EvmRpcClient
 from icy_backend.db.engine import insert_ignore
 from icy_backend.db.tables import swap_requests
+from icy_backend.domain.oracle import OracleIncomplete
 from icy_backend.domain.signature import SwapSigner
 from icy_backend.domain.swap_validation import (
     PricingUnavailable,
@@ -107,8 +109,15 @@ def _rejected(metrics: Metrics, operation: SwapOperation, exc: SwapRejected) -> 
 
 
 async def _ratio(request: Request, metrics: Metrics, operation: SwapOperation) -> int:
+    """The pricing ratio (complete figures, treasury net of owed payouts; SPEC §9), or a 503 naming the class:
+    ``oracle_incomplete`` when Mochi Pay's figure is unknown for longer than ``MOCHI_MAX_AGE``."""
     try:
-        ratio: int = await request.state.oracle.icy_btc_ratio()
+        ratio: int = await request.state.oracle.pricing_ratio()
+    except OracleIncomplete:
+        swap_operation(metrics, operation, "error")
+        raise ApiError(
+            503, "oracle_incomplete", "Cannot price the swap right now: the circulating ICY figure is incomplete"
+        ) from None
     except (UpstreamError, SQLAlchemyError, OSError, TimeoutError) as exc:
         swap_operation(metrics, operation, "error")
         cls = "database_unavailable" if isinstance(exc, SQLAlchemyError) else error_class(exc)
