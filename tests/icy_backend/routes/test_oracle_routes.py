@@ -21,6 +21,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 async def env(engine: AsyncEngine) -> AsyncIterator[SimEnv]:
     async with sim_env() as env:
         await seed_locked_treasuries(engine, [env.sims.locked_treasury])
+        env.sims.service_knows_locked_treasury = True  # the service's table lists it
         yield env
 
 

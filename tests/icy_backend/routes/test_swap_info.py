@@ -50,6 +50,7 @@ def test_min_icy_to_swap_pays_more_than_dust() -> None:
 async def env(engine: AsyncEngine) -> AsyncIterator[SimEnv]:
     async with sim_env() as env:
         await seed_locked_treasuries(engine, [env.sims.locked_treasury])
+        env.sims.service_knows_locked_treasury = True  # the service's table lists it
         yield env
 
 
