@@ -156,7 +156,7 @@ def anvil_settings(chain: Chain, treasury: str, **overrides: Any) -> Settings:
         "BLOCKCHAIN_ICY_SWAP_CONTRACT_ADDR": chain.stack.swap,
         "BLOCKCHAIN_CHAIN_ID": CHAIN_ID,
         "BLOCKCHAIN_INITIAL_ICY_SWAP_BLOCK_NUMBER": chain.stack.block,
-        "BLOCKCHAIN_CONFIRMATIONS": 1,  # the minimum (SPEC §2); these tests run no indexer
+        "BLOCKCHAIN_CONFIRMATIONS": 1,  # the minimum (SPEC §2): indexing helpers mine one block first
         "BTC_MAX_TX_FEE_USD": Decimal("5"),
     }
     values.update(overrides)

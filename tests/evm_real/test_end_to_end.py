@@ -45,6 +45,8 @@ async def signature(world: AnvilWorld, icy: int, address: str, sats: int) -> tup
 
 
 async def index_swaps(world: AnvilWorld) -> JobContext:
+    # BLOCKCHAIN_CONFIRMATIONS=1 (the minimum): one more block puts the swap's block in range.
+    world.chain.rpc.call("evm_mine")
     ctx = JobContext("icy_swap_transaction_indexing")
     await make_swap_indexer(world.engine, world.clients, world.settings, world.metrics)(ctx)
     return ctx
@@ -136,6 +138,7 @@ async def _request_swap(world: AnvilWorld, icy: int, address: str) -> str:
             "/api/v1/swap", json={"icy_amount": str(icy), "btc_address": address, "icy_tx": icy_tx}
         )
     assert answer.status_code == 200, answer.text
+    chain.rpc.call("evm_mine")  # BLOCKCHAIN_CONFIRMATIONS=1 (the minimum): the transfer is one block deep
     await make_icy_indexer(world.engine, world.clients, world.settings, world.metrics)(JobContext("icy"))
     return icy_tx
 
