@@ -14,6 +14,7 @@ from icy_backend.clients.factory import Clients
 from icy_backend.domain.indexers.btc import BtcIndexer
 from icy_backend.domain.indexers.icy import IcyTransferIndexer
 from icy_backend.domain.indexers.swap import SwapIndexer
+from icy_backend.domain.indexers.swap_payouts import PricingRatio
 from icy_backend.metrics.families import Metrics
 from icy_backend.settings import Settings
 from jobs.context import JobContext
@@ -40,7 +41,7 @@ def make_btc_indexer(engine: AsyncEngine, clients: Clients, settings: Settings, 
         treasury = settings.BLOCKCHAIN_BTC_TREASURY_ADDRESS
         if not treasury:
             raise NotConfigured("blockstream_api", "BLOCKCHAIN_BTC_TREASURY_ADDRESS")
-        await BtcIndexer(engine, clients.esplora, treasury, metrics).run(ctx)
+        await BtcIndexer(engine, clients.esplora, treasury, metrics).run(ctx.heartbeat, ctx)
 
     return run
 
@@ -50,28 +51,31 @@ def make_icy_indexer(engine: AsyncEngine, clients: Clients, settings: Settings, 
     indexer = IcyTransferIndexer(engine, clients.evm, settings, metrics, own)
 
     async def run(ctx: JobContext) -> None:
-        await indexer.run(ctx)
+        await indexer.run(ctx.heartbeat, ctx)
 
     return run
 
 
-def make_swap_indexer(engine: AsyncEngine, clients: Clients, settings: Settings, metrics: Metrics) -> JobBody:
-    indexer = SwapIndexer(engine, clients.evm, settings, metrics)
+def make_swap_indexer(
+    engine: AsyncEngine, clients: Clients, settings: Settings, metrics: Metrics, ratio: PricingRatio
+) -> JobBody:
+    """``ratio``: the pricing ratio (ICY per BTC x 10^8) the price-outlier hold compares Swap events with."""
+    indexer = SwapIndexer(engine, clients.evm, settings, metrics, ratio)
 
     async def run(ctx: JobContext) -> None:
-        await indexer.run(ctx)
+        await indexer.run(ctx.heartbeat, ctx)
 
     return run
 
 
 def make_indexer_jobs(
-    engine: AsyncEngine, clients: Clients, settings: Settings, metrics: Metrics
+    engine: AsyncEngine, clients: Clients, settings: Settings, metrics: Metrics, ratio: PricingRatio
 ) -> dict[str, JobBody]:
     """The three bodies by job name, for ``jobs.definitions.build_job_definitions``."""
     return {
         "btc_transaction_indexing": make_btc_indexer(engine, clients, settings, metrics),
         "icy_transaction_indexing": make_icy_indexer(engine, clients, settings, metrics),
-        "icy_swap_transaction_indexing": make_swap_indexer(engine, clients, settings, metrics),
+        "icy_swap_transaction_indexing": make_swap_indexer(engine, clients, settings, metrics, ratio),
     }
 
 

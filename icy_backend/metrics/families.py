@@ -24,6 +24,7 @@ HTTP_METHOD_LABELS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 BREAKER_STATE_VALUE = {"closed": 0, "half_open": 1, "open": 2}
 # btc_payout counts pending + broadcasting payouts; btc_broadcasting the broadcasting ones alone (a stuck
 # broadcast needs a person); swap_request the swap requests not yet completed or failed.
+REORG_CHAINS = ("icy", "icy_swap")
 PENDING_TRANSACTION_TYPES = ("btc_payout", "btc_broadcasting", "swap_request")
 
 
@@ -161,6 +162,27 @@ class Metrics:
             "icy_backend_indexed_transactions_total",
             "Rows inserted by the indexers, by chain (btc, icy, icy_swap).",
             ("chain",),
+            registry=r,
+        )
+        # EVM indexers' reorg handling (SPEC §9 reorgs); every series present at 0 from startup.
+        self.indexer_reorgs = Counter(
+            "icy_backend_indexer_reorgs_total",
+            "Reorgs detected and rolled back by the EVM indexers, by chain (icy, icy_swap).",
+            ("chain",),
+            registry=r,
+        )
+        self.indexer_reorg_too_deep = Gauge(
+            "icy_backend_indexer_reorg_too_deep",
+            "1 while an EVM indexer is stopped by a reorg deeper than BLOCKCHAIN_REORG_DEPTH_MAX, by chain.",
+            ("chain",),
+            registry=r,
+        )
+        for chain in REORG_CHAINS:
+            self.indexer_reorgs.labels(chain)
+            self.indexer_reorg_too_deep.labels(chain).set(0)
+        self.payouts_reorged_unattached = Gauge(
+            "icy_backend_payouts_reorged_unattached",
+            "Payouts flagged reorged whose Swap event has not re-appeared within BLOCKCHAIN_REORG_DEPTH_MAX blocks.",
             registry=r,
         )
         # Health

@@ -16,6 +16,7 @@ the whole walk, so an interrupted run is simply repeated.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -26,9 +27,9 @@ from icy_backend.db.engine import insert_ignore
 from icy_backend.db.tables import onchain_btc_transactions
 from icy_backend.db.types import utcnow
 from icy_backend.domain.indexers import cursors
+from icy_backend.domain.indexers.logscan import Report
 from icy_backend.metrics.business import indexed
 from icy_backend.metrics.families import Metrics
-from jobs.context import JobContext
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class BtcIndexer:
         indexed(self.metrics, "btc", inserted)
         return inserted
 
-    async def run(self, ctx: JobContext) -> int:
+    async def run(self, heartbeat: Callable[[], None], report: Report) -> int:
         """Index new confirmed history; returns the number of rows inserted."""
         async with self.engine.connect() as conn:
             stop = await cursors.get_txid(conn, cursors.BTC_CURSOR)
@@ -116,7 +117,7 @@ class BtcIndexer:
                     break
                 rows.extend(tx_rows(tx, self.treasury))
             inserted += await self._store(rows)
-            ctx.heartbeat()
+            heartbeat()
             if reached or len(confirmed) < PAGE_SIZE:
                 break
             last_seen = confirmed[-1].txid
@@ -126,8 +127,8 @@ class BtcIndexer:
         if newest is not None and newest != stop:
             async with self.engine.begin() as conn:
                 await cursors.set_txid(conn, cursors.BTC_CURSOR, newest)
-        ctx.set_metadata("pages", pages)
-        ctx.set_metadata("rows_inserted", inserted)
+        report.set_metadata("pages", pages)
+        report.set_metadata("rows_inserted", inserted)
         log.info("btc indexer: %d page(s), %d row(s) inserted", pages, inserted)
         return inserted
 

@@ -25,6 +25,11 @@ pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 ICY = 10**18
 
 
+async def cheap_icy() -> int:
+    """A pricing ratio at which none of these swaps is a price outlier (1 ICY per BTC x 10^-8)."""
+    return 1
+
+
 async def _rows(engine: AsyncEngine, table: Any, *order: Any) -> list[dict[str, Any]]:
     async with engine.connect() as conn:
         return [dict(r._mapping) for r in await conn.execute(select(table).order_by(*order))]
@@ -215,7 +220,7 @@ async def test_swaps_create_payouts_across_chunks_with_integer_fees(engine: Asyn
             sims.evm.emit_swap(icy, btc, sats, holder)
         sims.evm.mine_block()
     async with sim_env(sims, BLOCKCHAIN_LOG_CHUNK_BLOCKS="5", BLOCKCHAIN_CONFIRMATIONS="1") as env:
-        run = make_swap_indexer(engine, env.clients, env.settings, env.metrics)
+        run = make_swap_indexer(engine, env.clients, env.settings, env.metrics, cheap_icy)
         env.counter.reset()
         ctx = JobContext("icy_swap_transaction_indexing")
         await run(ctx)
@@ -263,7 +268,7 @@ async def test_swap_indexer_honours_range_limit_and_confirmations(engine: AsyncE
     sims.evm.set_log_range_limit(4)
     async with sim_env(sims, BLOCKCHAIN_LOG_CHUNK_BLOCKS="10", BLOCKCHAIN_CONFIRMATIONS="3") as env:
         env.counter.reset()
-        await make_swap_indexer(engine, env.clients, env.settings, env.metrics)(JobContext("swap"))
+        await make_swap_indexer(engine, env.clients, env.settings, env.metrics, cheap_icy)(JobContext("swap"))
         accepted = [r for r in env.counter.log_ranges() if r[1] - r[0] + 1 <= 4]
         _assert_contiguous(accepted, 1, head - 3)
         assert await _count(engine, payouts) == 12 - 3

@@ -120,7 +120,7 @@ async def test_swap_request_end_to_end(swap_world: SwapWorld) -> None:
 
     # The Swap event becomes exactly one payout, paid once.
     sw.evm_sim.mine_block()  # BLOCKCHAIN_CONFIRMATIONS=1: the Swap event is one block deep
-    swap_indexer = make_swap_indexer(sw.engine, sw.clients, settings, metrics)
+    swap_indexer = make_swap_indexer(sw.engine, sw.clients, settings, metrics, sw.oracle.icy_btc_ratio)
     await swap_indexer(JobContext("icy_swap_transaction_indexing"))
     await swap_indexer(JobContext("icy_swap_transaction_indexing"))
     T = onchain_btc_processed_transactions
