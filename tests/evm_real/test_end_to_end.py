@@ -48,7 +48,7 @@ async def index_swaps(world: AnvilWorld) -> JobContext:
     # BLOCKCHAIN_CONFIRMATIONS=1 (the minimum): one more block puts the swap's block in range.
     world.chain.rpc.call("evm_mine")
     ctx = JobContext("icy_swap_transaction_indexing")
-    await make_swap_indexer(world.engine, world.clients, world.settings, world.metrics)(ctx)
+    await make_swap_indexer(world.engine, world.clients, world.settings, world.metrics, world.oracle.icy_btc_ratio)(ctx)
     return ctx
 
 
