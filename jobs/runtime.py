@@ -18,7 +18,7 @@ from icy_backend.lifecycle import Lifecycle
 from icy_backend.metrics.families import PENDING_TRANSACTION_TYPES, Metrics
 from icy_backend.settings import Settings
 from jobs.definition import JobDefinition
-from jobs.leader import LOCK_KEY, LeaderLock
+from jobs.leader import LOCK_KEY, PROOF_INTERVAL_SECONDS, LeaderLock
 from jobs.scheduler import Scheduler
 from jobs.status import LATE_GRACE_SECONDS, JobsReport, StatusBoard
 from jobs.webhooks import Pinger, UptimePings
@@ -61,7 +61,8 @@ class JobRuntime:
         self.metrics = metrics
         self.engine = engine
         self.lifecycle = lifecycle
-        self.retry_interval = settings.INDEX_INTERVAL
+        # A standby retries the lock every min(INDEX_INTERVAL, 5 s) (SPEC §8).
+        self.retry_interval = min(settings.INDEX_INTERVAL, PROOF_INTERVAL_SECONDS)
         self.board = StatusBoard(late_grace=late_grace)
         for definition in definitions:
             self.board.register(definition)
@@ -76,8 +77,12 @@ class JobRuntime:
         )
         self.leader: LeaderLock | None = None
         if engine is not None and is_postgres(engine):
-            keepalive = min(5.0, settings.INDEX_INTERVAL)
-            self.leader = LeaderLock(engine, key=lock_key, keepalive_interval=keepalive)
+            self.leader = LeaderLock(
+                engine,
+                key=lock_key,
+                proof_interval=min(PROOF_INTERVAL_SECONDS, settings.INDEX_INTERVAL),
+                connect_timeout=settings.DB_CONNECT_TIMEOUT_SECONDS,
+            )
         self._role: Role = "standby" if self.leader is not None else "single"
         # When some replica was last known to hold the leader lock (monotonic): this one while it leads, or
         # another one whose session made this replica's pg_try_advisory_lock fail. Starts at construction so
@@ -147,6 +152,9 @@ class JobRuntime:
                 self._dead = True
                 log.error("the job runtime ended while the process still serves; /livez fails from now on")
             self._set_role("standby" if self.leader is not None else "single", leading=False)
+            if self.leader is not None:
+                with anyio.CancelScope(shield=True):
+                    await self.leader.aclose()
 
     async def _campaign_forever(self, leader: LeaderLock) -> None:
         while True:
