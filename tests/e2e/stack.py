@@ -226,9 +226,13 @@ async def wait_for(predicate: Any, *, timeout: float, interval: float = 0.2) -> 
 
 
 async def payouts_paid_once(database_url: str, ctl: SimControl, treasury: str) -> int:
-    """Assert every completed payout is exactly one simulator payment and no swap is paid twice.
+    """Assert that no payout was paid twice and every completed payout was paid exactly as its row says.
 
-    Also asserts no payout is left ``broadcasting``. Returns the number of completed payouts.
+    "Paid" means a ``confirmed`` output on the simulator's final chain (``GET /esplora/_sim/payments``): a payment in
+    the mempool, replaced, evicted or conflicted is not one. Every confirmed payment to a user must belong to one
+    payout (through one of its candidate transactions), no payout owns two, a ``completed`` payout owns exactly the
+    one its row names (address and amount as the row says), and a ``failed`` one owns none. Also asserts no payout
+    is left ``broadcasting``. Returns the number of completed payouts.
     """
     from sqlalchemy import text
     from sqlalchemy.ext.asyncio import create_async_engine
@@ -239,25 +243,34 @@ async def payouts_paid_once(database_url: str, ctl: SimControl, treasury: str) -
             rows = (
                 await conn.execute(
                     text(
-                        "SELECT swap_transaction_hash, btc_address, total, status, btc_transaction_hash"
+                        "SELECT id, btc_address, total, status, btc_transaction_hash"
                         " FROM onchain_btc_processed_transactions"
                     )
                 )
             ).all()
+            candidates = (await conn.execute(text("SELECT payout_id, txid FROM btc_payout_candidates"))).all()
     finally:
         await engine.dispose()
-    payments = await ctl.payments()
-    paid = [p for p in payments if p["address"] != treasury]
-    completed = [r for r in rows if r[3] == "completed"]
+    owner: dict[str, int] = {str(txid): int(payout_id) for payout_id, txid in candidates}
+    owner.update({str(r[4]): int(r[0]) for r in rows if r[4]})
+    confirmed = [
+        p for p in await ctl.payments() if p["address"] != treasury and p.get("status", "confirmed") == "confirmed"
+    ]
+    paid: dict[int, list[dict[str, Any]]] = {}
+    for payment in confirmed:
+        payout_id = owner.get(payment["txid"])
+        assert payout_id is not None, ("a confirmed payment that no payout sent", payment)
+        paid.setdefault(payout_id, []).append(payment)
+    twice = {k: v for k, v in paid.items() if len(v) > 1}
+    assert not twice, ("payouts paid more than once", twice)
     assert not [r for r in rows if r[3] == "broadcasting"], rows
-    assert {r[3] for r in rows} <= {"pending", "completed", "failed"}, rows
-    assert len({r[0] for r in rows}) == len(rows), "a swap has two payout rows"
-    assert len(paid) == len(completed), (paid, completed)
-    by_txid: dict[str, list[dict[str, Any]]] = {}
-    for p in paid:
-        by_txid.setdefault(p["txid"], []).append(p)
-    for swap_hash, address, total, _status, txid in completed:
-        outputs = by_txid.get(txid, [])
-        assert len(outputs) == 1, (swap_hash, txid, outputs)
-        assert outputs[0]["address"] == address and int(outputs[0]["value"]) == int(total), (swap_hash, outputs)
+    completed = [r for r in rows if r[3] == "completed"]
+    for payout_id, address, total, _status, txid in completed:
+        found = paid.get(int(payout_id), [])
+        assert len(found) == 1, ("a completed payout with no confirmed payment", payout_id, txid)
+        payment = found[0]
+        assert payment["txid"] == txid, (payout_id, txid, payment)
+        assert payment["address"] == address and int(payment["value"]) == int(total), (payout_id, payment)
+    for payout_id, *_rest in (r for r in rows if r[3] == "failed"):
+        assert int(payout_id) not in paid, ("a failed payout was paid", payout_id, paid[int(payout_id)])
     return len(completed)

@@ -1,6 +1,9 @@
 """Load (issue 10): 200 concurrent connections on the health endpoints, /metrics and the cached oracle route.
 
-Zero errors and p99 within the SLA of SPEC §5 (``/metrics`` and the oracle route have none: reported only).
+Zero errors, and every health endpoint's p99 within ``P99_RATIO_BOUND`` times the p99 of ``/healthz`` (the cheapest
+route: the event loop only) measured under the same load in the same run — a ratio, so it holds on a busy machine
+and with either load generator, and fails when a health endpoint starts doing slow work under load.
+The absolute SLAs of SPEC §5 (``/metrics`` and the oracle route have none) are asserted with ICY_E2E_LOAD_STRICT=1.
 The suite runs a short bounded phase per endpoint (``ICY_E2E_LOAD_SECONDS``, default 5;
 ``ICY_E2E_LOAD_CONNECTIONS``, default 200); ``python -m bench.load`` runs the full 30 s version. wrk is used when
 installed; otherwise a bounded in-process (anyio, raw HTTP/1.1) generator runs in this process — on 2 cores it
@@ -12,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import anyio
 import pytest
@@ -29,26 +33,48 @@ MAX_REQUESTS = 3000  # in-process fallback: bound per endpoint
 STRICT = os.environ.get("ICY_E2E_LOAD_STRICT", "0") == "1"
 # ICY_E2E_LOAD_GENERATOR=python forces the in-process generator even when wrk is installed.
 USE_WRK = have_wrk() and os.environ.get("ICY_E2E_LOAD_GENERATOR", "auto") != "python"
+# Health endpoints answer from memory or a cached result (the database check is one short query): under the same
+# load their p99 stays within this factor of /healthz's. Measured ratios are 1.2-1.8 (bench/README.md).
+P99_RATIO_BOUND = 5.0
+
+
+@dataclass
+class Loaded:
+    base_url: str
+    baseline: LoadResult
+    results: list[LoadResult] = field(default_factory=list)
 
 
 @pytest.fixture(scope="module")
-def loaded(
-    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[tuple[str, list[LoadResult]]]:
+def loaded(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Loaded]:
     require_pg()
     name = unique_db_name("icy_e2e_load")
     db_url = anyio.run(recreate_database, name)
     results: list[LoadResult] = []
     try:
         with own_service(tmp_path_factory.mktemp("load"), db_url) as base_url:
-            yield base_url, results
+            (baseline,) = _load(base_url, "/healthz")
+            assert baseline.requests > 0 and baseline.errors == 0, baseline
+            results.append(baseline)
+            yield Loaded(base_url, baseline, results)
     finally:
         anyio.run(drop_database, name)
         _print(request, results)
 
 
+def _load(base_url: str, endpoint: str) -> list[LoadResult]:
+    return run_load(
+        base_url, (endpoint,), seconds=SECONDS, connections=CONNECTIONS, use_wrk=USE_WRK, max_requests=MAX_REQUESTS
+    )
+
+
 def _print(request: pytest.FixtureRequest, results: list[LoadResult]) -> None:
-    lines = ["", f"load: {CONNECTIONS} connections, {SECONDS:.0f} s per endpoint", HEADER, *(r.line() for r in results)]
+    lines = [
+        "",
+        f"load: {CONNECTIONS} connections, {SECONDS:.0f} s per endpoint (first row: the /healthz baseline)",
+        HEADER,
+        *(r.line() for r in results),
+    ]
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     capture = request.config.pluginmanager.get_plugin("capturemanager")
     if reporter is None:
@@ -60,15 +86,15 @@ def _print(request: pytest.FixtureRequest, results: list[LoadResult]) -> None:
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
-def test_endpoint_under_load(loaded: tuple[str, list[LoadResult]], endpoint: str) -> None:
-    base_url, results = loaded
-    use_wrk = USE_WRK
-    (result,) = run_load(
-        base_url, (endpoint,), seconds=SECONDS, connections=CONNECTIONS, use_wrk=use_wrk, max_requests=MAX_REQUESTS
-    )
-    results.append(result)
+def test_endpoint_under_load(loaded: Loaded, endpoint: str) -> None:
+    (result,) = _load(loaded.base_url, endpoint)
+    loaded.results.append(result)
     assert result.requests > 0
     assert result.errors == 0, result
     sla = P99_SLA_MS.get(endpoint)
-    if sla is not None and use_wrk and STRICT:
+    if sla is None:
+        return  # /metrics and the oracle route: throughput and latency reported only
+    ratio = result.p99_ms / max(loaded.baseline.p99_ms, 1.0)
+    assert ratio <= P99_RATIO_BOUND, (endpoint, f"p99 {ratio:.2f}x the /healthz baseline", result, loaded.baseline)
+    if USE_WRK and STRICT:
         assert result.p99_ms <= sla, result

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+import httpx
 from hypercorn.config import Config
 
 from icy_backend.cli import hypercorn_config
@@ -28,6 +29,9 @@ def test_the_values_we_rely_on() -> None:
     assert 0 < config.graceful_timeout < 30  # below Kubernetes' default terminationGracePeriodSeconds
     assert config.shutdown_timeout >= load_settings({}, env_file=None).SHUTDOWN_GRACE_SECONDS
     assert config.accesslog is None  # no client addresses or query strings in the logs
+    # Idle connections outlive the clients' pool expiry (httpx's default, load balancers' 60 s idle timeout):
+    # equal timeouts race, and the client sends a request on a connection the server is closing.
+    assert config.keep_alive_timeout > max(httpx.Limits().keepalive_expiry or 0, 60)
 
 
 def test_port_and_host_override_bind() -> None:
