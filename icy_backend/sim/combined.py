@@ -90,6 +90,7 @@ class Simulators:
         self.service_knows_locked_treasury = service_knows_locked_treasury
         self.replicas = replicas
         self.evm2 = self.evm.view() if replicas == 2 else None
+        self.esplora2 = self.esplora.lagging_view() if replicas == 2 else None
         self.initial_icy_tx = ""
         self.initial_swap_block = 0
         self.ticks = 0
@@ -100,11 +101,10 @@ class Simulators:
             "/coingecko": self.prices.app,
             "/mochi": self.mochi.app,
         }
-        if self.evm2 is not None:
+        if self.evm2 is not None and self.esplora2 is not None:
+            # Second nodes of the same chains that lag on ``PUT /evm2/_sim/lag`` / ``PUT /esplora2/_sim/lag``.
+            mounts["/esplora2"] = self.esplora2.app
             mounts["/evm2"] = self.evm2.app
-            # TODO(esplora replica): mount "/esplora2", a lagging view of the same Esplora chain
-            # (``PUT /esplora2/_sim/lag``), once the Esplora simulator provides one, and list it in
-            # BTC_BLOCKSTREAM_API_URLS in env_lines() below.
         self.app = PrefixRouter(mounts)
 
     def seed_demo(self) -> None:
@@ -168,8 +168,9 @@ class Simulators:
         """The settings a service needs to use these simulators at ``base_url`` (no trailing slash)."""
         base = base_url.rstrip("/")
         replicas: dict[str, str] = {}
-        if self.evm2 is not None:
-            replicas["BLOCKCHAIN_BASE_RPC_ENDPOINTS"] = f"{base}/evm,{base}/evm2"  # primary first
+        if self.evm2 is not None:  # both URLs, primary first
+            replicas["BTC_BLOCKSTREAM_API_URLS"] = f"{base}/esplora,{base}/esplora2"
+            replicas["BLOCKCHAIN_BASE_RPC_ENDPOINTS"] = f"{base}/evm,{base}/evm2"
         return {
             **replicas,
             "BTC_BLOCKSTREAM_API_URL": f"{base}/esplora",

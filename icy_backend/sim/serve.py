@@ -57,8 +57,9 @@ async def run_simulate(
 ) -> None:
     """Serve all simulators on ``host:port`` until SIGTERM/SIGINT (or ``shutdown_trigger``) or cancellation.
 
-    ``replicas=2`` also serves ``/evm2``, a second node of the same chain that lags on ``PUT /evm2/_sim/lag``,
-    listed second in the env file's ``BLOCKCHAIN_BASE_RPC_ENDPOINTS``."""
+    ``replicas=2`` also serves ``/esplora2`` and ``/evm2``, second nodes of the same chains that lag on
+    ``PUT /…2/_sim/lag``, listed second in the env file's ``BTC_BLOCKSTREAM_API_URLS`` /
+    ``BLOCKCHAIN_BASE_RPC_ENDPOINTS``."""
     if sims is None:
         sims = Simulators(replicas=replicas)
         sims.seed_demo()
