@@ -1,10 +1,44 @@
-"""Shared fixtures: the anyio backend, settings for tests, and a real PostgreSQL database when reachable."""
+"""Shared fixtures: the anyio backend, settings for tests, and a real PostgreSQL database when reachable.
+
+Session-wide: every transaction any Esplora simulator accepts during the session (in-process or an
+``icy-backend simulate`` subprocess) is recorded and re-verified at the end with an independent library
+(``tests/btc_verify.py``, bitcoinlib); one that does not verify fails the session.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+
 import pytest
+
+from icy_backend.sim.esplora_chain import RECORD_ENV
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _reverify_simulator_transactions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    path = tmp_path_factory.mktemp("btc-verify") / "accepted.jsonl"
+    previous = os.environ.get(RECORD_ENV)
+    os.environ[RECORD_ENV] = str(path)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(RECORD_ENV, None)
+        else:
+            os.environ[RECORD_ENV] = previous
+    if not path.exists():
+        return
+    from tests.btc_verify import verify_record_file
+
+    count, failures = verify_record_file(path)
+    if failures:
+        pytest.fail(
+            f"{len(failures)} of {count} simulator-accepted transactions fail independent re-verification:\n"
+            + "\n".join(failures[:20])
+        )

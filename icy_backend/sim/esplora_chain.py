@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -59,9 +60,10 @@ RPC_TRANSACTION_ALREADY_IN_CHAIN = -27
 MEMPOOL, CONFIRMED, REPLACED, EVICTED, CONFLICTED = "mempool", "confirmed", "replaced", "evicted", "conflicted"
 LIVE = (MEMPOOL, CONFIRMED)
 
-# When set (by the test session), every transaction accepted by ``POST /tx`` on any simulator is appended here as
-# (raw hex, [(prevout value, prevout scriptPubKey hex), ...]) so an independent library can re-verify it.
-ACCEPTED_RECORDER: list[tuple[str, list[tuple[int, str]]]] | None = None
+# When this environment variable names a file (the test session sets it), every transaction accepted by
+# ``POST /tx`` on any simulator, in-process or ``simulate`` subprocess, is appended to it as one JSON line
+# {"raw": hex, "prevouts": [[value, scriptPubKey hex], ...]} so an independent library can re-verify it.
+RECORD_ENV = "ICY_SIM_RECORD_TXS"
 
 
 class BroadcastRejected(Exception):
@@ -250,8 +252,11 @@ class EsploraChain:
         self._enter_mempool(stored)
         if stored.txid not in self._accepted_set:
             self.accepted.append(stored.txid)
-        if ACCEPTED_RECORDER is not None:
-            ACCEPTED_RECORDER.append((parsed.raw.hex(), [(p.value, p.script.hex()) for p in prevouts]))
+        record_path = os.environ.get(RECORD_ENV)
+        if record_path:
+            line = json.dumps({"raw": parsed.raw.hex(), "prevouts": [[p.value, p.script.hex()] for p in prevouts]})
+            with open(record_path, "a", encoding="utf-8") as record:
+                record.write(line + "\n")
         return stored.txid
 
     def payments(self) -> list[dict[str, Any]]:

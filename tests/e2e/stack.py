@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import httpx
 
+from icy_backend.sim.esplora_chain import RECORD_ENV
 from tests.e2e.server import REPO, free_port
 
 SLA_MS = {
@@ -66,6 +67,8 @@ def simulator(tmp_path: Path, *, block_time: float = 1.0) -> Iterator[Simulator]
     env_path = tmp_path / "sim.env"
     log_path = tmp_path / "sim.log"
     env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/root")}
+    if RECORD_ENV in os.environ:  # the session re-verifies what this simulator accepts too (tests/conftest.py)
+        env[RECORD_ENV] = os.environ[RECORD_ENV]
     cmd = [sys.executable, "-m", "icy_backend.cli", "simulate", "--port", str(port), "--env-file", str(env_path)]
     cmd += ["--block-time", str(block_time)]
     with log_path.open("wb") as log_file:
