@@ -112,7 +112,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     sim_p.add_argument("--port", type=int, required=True, help="port on 127.0.0.1")
     sim_p.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
     sim_p.add_argument("--env-file", default=None, help="write the KEY=value settings a service needs here")
-    sim_p.add_argument("--block-time", type=float, default=5.0, help="seconds between blocks (default: 5)")
+    sim_p.add_argument(
+        "--block-time", type=float, default=5.0, help="seconds between blocks (default: 5; 0: never mine)"
+    )
+    sim_p.add_argument(
+        "--btc-block-time",
+        type=float,
+        default=None,
+        help="seconds between Bitcoin blocks (default: --block-time; 0: only POST /esplora/_sim/mine mines)",
+    )
     sim_p.add_argument(
         "--replicas", type=int, choices=(1, 2), default=1, help="2: also serve /evm2, a replica that can lag"
     )
@@ -123,7 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from icy_backend.sim.serve import run_simulate
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-        anyio.run(partial(run_simulate, replicas=args.replicas), args.port, args.env_file, args.block_time, args.host)
+        run = partial(run_simulate, replicas=args.replicas, btc_block_time=args.btc_block_time)
+        anyio.run(run, args.port, args.env_file, args.block_time, args.host)
         return 0
 
     settings = _settings_or_exit()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from functools import partial
 
 import anyio
 from anyio.abc import TaskStatus
@@ -139,8 +141,9 @@ class Simulators:
         ratio = circulated * 10**16 // (treasury * 10**18)
         return icy_amount // (ratio * 100) if ratio > 0 else None
 
-    def tick(self) -> None:
-        """One ticker step: a few ICY transfers, sometimes a swap, then a block on each chain."""
+    def tick(self, *, mine_btc: bool = True) -> None:
+        """One ticker step: a few ICY transfers, sometimes a swap, then a block on each chain (Bitcoin only
+        with ``mine_btc``)."""
         rng = self._rng
         self.ticks += 1
         for _ in range(rng.randint(0, 2)):
@@ -155,14 +158,39 @@ class Simulators:
             if btc_amount and self.evm.balance_of(frm) >= icy_amount:
                 self.evm.emit_swap(icy_amount, rng.choice(self.btc_users).address, btc_amount, frm)
         self.evm.mine_block()
-        self.esplora.mine()
+        if mine_btc:
+            self.esplora.mine()
 
-    async def run_ticker(self, block_time: float, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Call ``tick()`` every ``block_time`` seconds until cancelled."""
+    async def run_ticker(
+        self,
+        block_time: float,
+        btc_block_time: float | None = None,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Call ``tick()`` every ``block_time`` seconds until cancelled; 0 never ticks.
+
+        ``btc_block_time`` (default: ``block_time``) mines Bitcoin blocks on their own clock instead, 0 never: tests
+        then decide when blocks are mined (``POST /esplora/_sim/mine``)."""
         task_status.started()
+        if btc_block_time is None or btc_block_time == block_time:
+            if block_time <= 0:
+                await anyio.sleep_forever()
+            while True:
+                await anyio.sleep(block_time)
+                self.tick()
+        async with anyio.create_task_group() as tg:
+            if block_time > 0:
+                tg.start_soon(self._every, block_time, partial(self.tick, mine_btc=False))
+            if btc_block_time > 0:
+                tg.start_soon(self._every, btc_block_time, self.esplora.mine)
+            await anyio.sleep_forever()
+
+    @staticmethod
+    async def _every(seconds: float, step: Callable[[], object]) -> None:
         while True:
-            await anyio.sleep(block_time)
-            self.tick()
+            await anyio.sleep(seconds)
+            step()
 
     def env_lines(self, base_url: str) -> dict[str, str]:
         """The settings a service needs to use these simulators at ``base_url`` (no trailing slash)."""

@@ -15,6 +15,10 @@ from hypercorn.config import Config
 from icy_backend.sim.combined import Simulators
 
 log = logging.getLogger("icy_backend.sim")
+# Idle keep-alive connections stay open clearly longer than any client keeps them pooled (the service's clients:
+# 30 s, httpx's default: 5 s). Equal timeouts race: the server closes a connection just as a client reuses it,
+# and the request fails with "server disconnected without sending a response". Hypercorn's default is 5 s.
+KEEP_ALIVE_TIMEOUT = 75.0
 
 
 async def _until_signal() -> None:
@@ -54,6 +58,7 @@ async def run_simulate(
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     sims: Simulators | None = None,
     replicas: int = 1,
+    btc_block_time: float | None = None,
 ) -> None:
     """Serve all simulators on ``host:port`` until SIGTERM/SIGINT (or ``shutdown_trigger``) or cancellation.
 
@@ -67,6 +72,7 @@ async def run_simulate(
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
     config.graceful_timeout = 2.0
+    config.keep_alive_timeout = KEEP_ALIVE_TIMEOUT
     user_trigger = shutdown_trigger or _until_signal
     url_host = f"[{host}]" if ":" in host else host
     stop = anyio.Event()
@@ -97,7 +103,14 @@ async def run_simulate(
             await _wait_listening(host, port)
             if env_file:
                 write_env_file(env_file, sims.env_lines(f"http://{url_host}:{port}"))
-            log.warning("simulators listening on http://%s:%d (block time %.1fs)", url_host, port, block_time)
-            await sims.run_ticker(block_time)
+            btc = block_time if btc_block_time is None else btc_block_time
+            log.warning(
+                "simulators listening on http://%s:%d (block time %.1fs, bitcoin %.1fs; 0 = never)",
+                url_host,
+                port,
+                block_time,
+                btc,
+            )
+            await sims.run_ticker(block_time, btc_block_time)
         finally:
             stop.set()
