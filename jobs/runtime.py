@@ -70,7 +70,7 @@ class JobRuntime:
             definitions,
             self.board,
             metrics,
-            UptimePings(webhook, fail_suffix=settings.UPTIME_WEBHOOK_FAIL_SUFFIX),
+            UptimePings(webhook, fail_suffix=settings.UPTIME_WEBHOOK_FAIL_SUFFIX, start=settings.UPTIME_WEBHOOK_START),
             first_run_delay=settings.JOB_FIRST_RUN_DELAY,
             grace=settings.SHUTDOWN_GRACE_SECONDS,
             late_grace=late_grace,

@@ -157,6 +157,7 @@ class Scheduler:
     async def _run_once(self, pings_tg: TaskGroup, definition: JobDefinition) -> None:
         name = definition.name
         ctx = JobContext(name)
+        pings = self.pings.run_started(pings_tg, definition)
         self.board.run_started(name, ctx)
         self.metrics.jobs_active.inc()
         started = time.monotonic()
@@ -199,7 +200,7 @@ class Scheduler:
         if outcome == "success":
             self.metrics.job_last_success.labels(name).set(time.time())
         self._refresh_stalled()
-        self.pings.after_run(pings_tg, definition, outcome)
+        self.pings.after_run(pings_tg, pings, outcome)
 
     @staticmethod
     def _metadata(ctx: JobContext) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import httpx
@@ -198,7 +199,8 @@ async def _sweep(tmp_path: Path, sim: Any, db_url: str, hook_port: int, hooks: l
 
 
 def _pinged(hooks: list[str], token: str, fail: bool = False) -> bool:
-    return any(token in path and path.endswith("/fail") == fail for path in hooks)
+    # Pings carry ``?rid=<uuid4>`` (SPEC §8): the /fail suffix is on the path, before the query.
+    return any(token in path and urlsplit(path).path.endswith("/fail") == fail for path in hooks)
 
 
 async def _all_pinged(hooks: list[str]) -> bool:

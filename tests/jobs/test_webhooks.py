@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import parse_qs, urlsplit
 
 import anyio
+import httpx
 import pytest
 from anyio.abc import SocketAttribute, SocketStream
 
+from icy_backend.clients.webhook import WebhookClient
 from icy_backend.metrics import Metrics
 from jobs.context import JobContext
 from tests.jobs.conftest import fast_settings, job, make_runtime, running, sample, wait_for
@@ -43,6 +47,17 @@ class Receiver:
     def url(self, job_name: str) -> str:
         return f"http://127.0.0.1:{self.port}/ping/{TOKEN}-{job_name}"
 
+    def path_set(self) -> set[str]:
+        return {path_of(p) for p in self.paths}
+
+
+def path_of(target: str) -> str:
+    return urlsplit(target).path
+
+
+def rid_of(target: str) -> str:
+    return parse_qs(urlsplit(target).query)["rid"][0]
+
 
 @asynccontextmanager
 async def serving(receiver: Receiver) -> AsyncIterator[Receiver]:
@@ -62,7 +77,7 @@ class SocketPinger:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def ping(self, url: str) -> bool:
+    async def ping(self, url: str, kind: str = "success") -> bool:
         self.calls += 1
         rest = url.removeprefix("http://")
         hostport, _, path = rest.partition("/")
@@ -93,14 +108,15 @@ async def test_success_pings_url_and_failure_pings_fail_when_enabled(metrics: Me
         ]
         runtime = make_runtime(metrics, definitions, webhook=SocketPinger(), settings=settings)
         async with running(runtime):
-            await wait_for(lambda: f"/ping/{TOKEN}-ok" in receiver.paths)
+            await wait_for(lambda: f"/ping/{TOKEN}-ok" in receiver.path_set())
             await wait_for(lambda: sample(metrics, RUNS, job_name="bad", status="failed") == 1)
             if fail_suffix:
-                await wait_for(lambda: f"/ping/{TOKEN}-bad/fail" in receiver.paths)
+                await wait_for(lambda: f"/ping/{TOKEN}-bad/fail" in receiver.path_set())
             else:
                 await anyio.sleep(0.2)
         expected = {f"/ping/{TOKEN}-ok"} | ({f"/ping/{TOKEN}-bad/fail"} if fail_suffix else set())
-        assert set(receiver.paths) == expected
+        assert {path_of(p) for p in receiver.paths} == expected
+        assert all(uuid.UUID(rid_of(p)).version == 4 for p in receiver.paths)
 
 
 @pytest.mark.anyio
@@ -109,7 +125,7 @@ async def test_hanging_receiver_delays_neither_next_runs_nor_shutdown_beyond_gra
         ctx.heartbeat()
 
     pinger = SocketPinger()
-    settings = fast_settings(SHUTDOWN_GRACE_SECONDS="0.5")
+    settings = fast_settings(SHUTDOWN_GRACE_SECONDS="0.5", UPTIME_WEBHOOK_START="true")
     async with serving(Receiver(hang=True)) as receiver:
         runtime = make_runtime(
             metrics, [job("ok", ok, interval=0.05, webhook_url=receiver.url("ok"))], webhook=pinger, settings=settings
@@ -153,9 +169,9 @@ async def test_webhook_url_never_appears_in_logs_or_responses(
             runtime = make_runtime(metrics, definitions, webhook=SocketPinger(), settings=settings)
             async with running(runtime):
                 await wait_for(lambda: sample(metrics, RUNS, job_name="slow", status="timeout") >= 2)
-                await wait_for(lambda: f"/ping/{TOKEN}-boom/fail" in receiver.paths)
+                await wait_for(lambda: f"/ping/{TOKEN}-boom/fail" in receiver.path_set())
                 report = runtime.report()
-    assert f"/ping/{TOKEN}-slow/fail" in receiver.paths
+    assert f"/ping/{TOKEN}-slow/fail" in receiver.path_set()
     assert TOKEN not in repr(definitions)
     assert TOKEN not in str(report)
     assert any("down" in r.getMessage() for r in caplog.records)  # the refused ping was logged, without URL
@@ -184,3 +200,58 @@ async def test_pings_work_again_after_the_scheduler_restarts(metrics: Metrics) -
         first = len(receiver.paths)
         async with running(runtime):
             await wait_for(lambda: len(receiver.paths) >= first + 2)
+
+
+@pytest.mark.anyio
+async def test_start_and_end_pings_share_a_run_id_and_suffixes_go_before_the_query(metrics: Metrics) -> None:
+    """healthchecks.io convention with the production WebhookClient: /start, then the end ping, same rid."""
+    runs = {"ok": 0, "bad": 0}
+
+    async def ok(ctx: JobContext) -> None:
+        runs["ok"] += 1
+        ctx.item_succeeded()
+
+    async def bad(ctx: JobContext) -> None:
+        runs["bad"] += 1
+        ctx.item_failed("http_5xx")
+
+    settings = fast_settings(UPTIME_WEBHOOK_FAIL_SUFFIX="true", UPTIME_WEBHOOK_START="true")
+    async with serving(Receiver()) as receiver, httpx.AsyncClient() as http:
+        definitions = [
+            job("ok", ok, interval=0.3, webhook_url=receiver.url("ok") + "?k=v%20w"),
+            job("bad", bad, interval=5, webhook_url=receiver.url("bad") + "/?k=1"),
+        ]
+        pinger = WebhookClient(http, metrics)
+        runtime = make_runtime(metrics, definitions, webhook=pinger, settings=settings)
+        async with running(runtime):
+            await wait_for(lambda: len([p for p in receiver.paths if "-ok?" in p]) >= 2)
+            await wait_for(lambda: any("-bad/fail?" in p for p in receiver.paths))
+    ok_pings = [p for p in receiver.paths if f"{TOKEN}-ok" in p]
+    bad_pings = [p for p in receiver.paths if f"{TOKEN}-bad" in p]
+    by_rid: dict[str, list[str]] = {}
+    for target in ok_pings:
+        assert urlsplit(target).query.startswith("k=v%20w&rid=")  # the existing query is kept as it was
+        by_rid.setdefault(rid_of(target), []).append(path_of(target))
+    finished = [paths for paths in by_rid.values() if len(paths) == 2]
+    assert len(finished) >= 2  # one rid per run, different runs different rids
+    for paths in finished:
+        assert paths == [f"/ping/{TOKEN}-ok/start", f"/ping/{TOKEN}-ok"]  # start first, then the end ping
+    assert [path_of(p) for p in bad_pings[:2]] == [f"/ping/{TOKEN}-bad/start", f"/ping/{TOKEN}-bad/fail"]
+    assert rid_of(bad_pings[0]) == rid_of(bad_pings[1])
+    assert urlsplit(bad_pings[1]).query == f"k=1&rid={rid_of(bad_pings[1])}"
+    # Counted as external API calls (and nothing failed).
+    assert sample(metrics, "icy_backend_external_api_calls_total", api_name="uptime_webhook", status="success") == len(
+        receiver.paths
+    )
+    assert sample(metrics, "icy_backend_external_api_calls_total", api_name="uptime_webhook", status="error") == 0
+    for kind in ("start", "success", "fail"):
+        assert (
+            sample(
+                metrics,
+                "icy_backend_external_api_duration_seconds_count",
+                api_name="uptime_webhook",
+                endpoint=kind,
+                status="success",
+            )
+            >= 1
+        ), kind

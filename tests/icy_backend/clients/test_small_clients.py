@@ -44,7 +44,7 @@ class Upstreams:
             routes=[
                 Route("/simple/price", self.simple_price),
                 Route("/api/v1/console-tokens/icy/circulated", self.mochi),
-                Route("/hook/{token}", self.hook),
+                Route("/hook/{token:path}", self.hook),
             ]
         )
 
@@ -174,6 +174,19 @@ async def test_webhook_ping(
     assert "hooks.example" not in text
     assert "uptime webhook failed: http_5xx" in text
     assert "uptime webhook failed: timeout" in text
+    # External-API metrics: every ping counted, by outcome; durations by ping kind.
+    assert calls(metrics, "uptime_webhook", "success") == 1
+    assert calls(metrics, "uptime_webhook", "error") == 2  # the 500 and the invalid URL
+    assert calls(metrics, "uptime_webhook", "timeout") == 1
+    timeouts = {"api_name": "uptime_webhook", "timeout_type": "deadline"}
+    assert metrics.registry.get_sample_value("icy_backend_external_api_timeouts_total", timeouts) == 1
+    upstreams.webhook_hang = False
+    upstreams.webhook_status = 200
+    assert await hook.ping(url.replace("?", "/fail?"), "fail") is True
+    duration = "icy_backend_external_api_duration_seconds_count"
+    for endpoint, status, n in (("success", "success", 1), ("fail", "success", 1), ("success", "timeout", 1)):
+        labels = {"api_name": "uptime_webhook", "endpoint": endpoint, "status": status}
+        assert metrics.registry.get_sample_value(duration, labels) == n, labels
 
 
 async def test_webhook_refused_is_reported_not_raised(metrics: Metrics, closed_port: int) -> None:
