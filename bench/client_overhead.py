@@ -19,6 +19,8 @@ from pathlib import Path
 import anyio
 import httpx
 
+from bench.record import record
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from icy_backend.breakers import Breakers
@@ -71,6 +73,17 @@ async def main(calls: int, rounds: int) -> None:
         "icy_backend_external_api_calls_total", {"api_name": "blockstream_api", "status": "success"}
     )
     print(f"(calls recorded as success : {int(success or 0)})")
+    record(
+        "client_overhead",
+        {
+            "calls_per_round": calls,
+            "rounds": rounds,
+            "bare_us_per_call": round(bare_us, 1),
+            "client_us_per_call": round(client_us, 1),
+            "ratio_client_to_bare": round(client_us / bare_us, 3),
+        },
+        notes="EsploraClient (breaker + metrics + deadline) vs bare httpx, in-process simulator, medians",
+    )
 
 
 if __name__ == "__main__":
