@@ -27,7 +27,7 @@ def test_prepared_chain_and_service_settings(chain: Chain, artifacts: dict[str, 
     assert not [k for k in env if k.startswith("DEMO_")]
     assert not [v for v in env.values() if v.endswith(("/evm", "/evm2"))]
     assert "BLOCKCHAIN_INITIAL_ICY_TRANSACTION_HASH" not in env
-    settings = Settings(_env_file=None, **env)  # type: ignore[call-arg]
+    settings = Settings.model_validate(env)
     assert settings.base_rpc_endpoints == [chain.node.url]
     assert (settings.BLOCKCHAIN_ICY_CONTRACT_ADDR, settings.BLOCKCHAIN_ICY_SWAP_CONTRACT_ADDR) == (
         stack.icy,
