@@ -55,13 +55,32 @@ def machine() -> dict[str, Any]:
     return facts
 
 
-def record(name: str, results: dict[str, Any], *, notes: str = "", argv: list[str] | None = None) -> Path:
-    """Write ``bench/results/<name>.json`` (the latest run of that benchmark; git keeps the history)."""
+def _command(args: list[str]) -> str:
+    """The command line as a newcomer would type it in the repo: ``.venv/bin/python -m bench.x --flag``."""
+    root = RESULTS.parent.parent
+    words = list(args)
+    if words:
+        script = Path(words[0]).resolve()
+        if script.suffix == ".py" and script.is_relative_to(root):
+            rel = script.relative_to(root)
+            words[0] = "-m " + ".".join(rel.with_suffix("").parts) if rel.parts[0] == "bench" else str(rel)
+    return " ".join([".venv/bin/python", *(w if w.startswith("-m ") else shlex.quote(w) for w in words)])
+
+
+def record(
+    name: str, results: dict[str, Any], *, notes: str = "", headline: str = "", argv: list[str] | None = None
+) -> Path:
+    """Write ``bench/results/<name>.json`` (the latest run of that benchmark; git keeps the history).
+
+    ``headline`` is the one-line summary the README quotes (built by the benchmark from the numbers it measured,
+    never typed by hand); ``python -m bench.report`` renders the README's table from these files.
+    """
     RESULTS.mkdir(parents=True, exist_ok=True)
     args = sys.argv if argv is None else argv
     payload = {
         "benchmark": name,
-        "command": " ".join(shlex.quote(a) for a in [".venv/bin/python", *args]),
+        "command": _command(args) if argv is None else " ".join(args),
+        "headline": headline,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "notes": notes,
