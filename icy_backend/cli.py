@@ -1,4 +1,4 @@
-"""``icy-backend`` command line: serve, migrate, simulate, check."""
+"""``icy-backend`` command line: serve, migrate, simulate, check, payouts."""
 
 from __future__ import annotations
 
@@ -102,7 +102,10 @@ async def _migrate(settings: Settings) -> None:
         await engine.dispose()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """Every command and option of ``icy-backend``."""
+    from icy_backend import payouts_cli
+
     parser = argparse.ArgumentParser(prog="icy-backend", description="ICY <-> BTC swap backend")
     sub = parser.add_subparsers(dest="command", required=True)
     serve_p = sub.add_parser("serve", help="run the HTTP service under hypercorn")
@@ -124,8 +127,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     sim_p.add_argument(
         "--replicas", type=int, choices=(1, 2), default=1, help="2: also serve /evm2, a replica that can lag"
     )
-    sub.add_parser("check", help="run every health check once; exit 0 healthy, 1 degraded, 2 unhealthy")
+    check_p = sub.add_parser(
+        "check",
+        help="run every health check once (or ask a running server's /readyz with --url); "
+        "exit 0 healthy or degraded, 1 unhealthy",
+    )
+    check_p.add_argument(
+        "--url",
+        default=None,
+        help="base URL of a running server, e.g. http://127.0.0.1:8080: ask its /readyz instead (container "
+        "HEALTHCHECK); exit 1 on anything but a 200",
+    )
+    check_p.add_argument(
+        "--timeout", type=float, default=3.0, help="with --url: seconds for the whole request (default: %(default)s)"
+    )
+    payouts_cli.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from icy_backend import payouts_cli
+
+    parser = build_parser()
     args = parser.parse_args(argv)
+
+    if args.command == "check" and args.url:
+        # A container HEALTHCHECK: ask the running server; needs no settings, database or upstream.
+        from checks.cli import ask_readyz
+
+        return anyio.run(ask_readyz, args.url, args.timeout)
 
     if args.command == "simulate":
         from icy_backend.sim.serve import run_simulate
@@ -148,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
 
         return anyio.run(run_checks_once, settings)
+    if args.command == "payouts":
+        return anyio.run(payouts_cli.run, settings, args)
     if args.command == "serve":
         _check_wallet_or_exit(settings)
         anyio.run(_serve, settings, Path(args.config))
