@@ -87,6 +87,8 @@ class Runner:
         if self._metrics is None:
             return
         self._metrics.health_status.labels(result.name).set(STATUS_VALUE[result.status])
+        # When the result was taken (the end of its run): alerts ignore results that stopped being refreshed.
+        self._metrics.health_last_checked.labels(result.name).set(result.checked_at.timestamp())
         self._metrics.health_duration.labels(result.name).observe(elapsed)
         self._metrics.health_checks.labels(result.name, result.status).inc()
 

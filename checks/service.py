@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
+import anyio.abc
+from anyio.abc import TaskGroup
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from checks.cache import ResultCache
@@ -45,6 +47,14 @@ class CacheTTL:
     readyz: float = 1.0
     database: float = 0.0
     external: float = 10.0
+
+
+@dataclass(frozen=True)
+class MaxStale:
+    """How old a cached result may be and still answer a probe at once while it is refreshed (SPEC §5)."""
+
+    readyz: float = 5.0
+    external: float = 60.0
 
 
 class ClientsView(Protocol):
@@ -95,15 +105,60 @@ class HealthService:
         metrics: Metrics | None = None,
         deadlines: Deadlines = Deadlines(),
         ttl: CacheTTL = CacheTTL(),
+        max_stale: MaxStale = MaxStale(),
     ) -> None:
         self.deadlines = deadlines
         self.runner = Runner(metrics)
+        self._metrics = metrics
         self._lifecycle_checks = lifecycle_checks(lifecycle)
         self._database = database
         self._external = list(external)
-        self._readyz_cache = ResultCache(ttl.readyz)
+        self._readyz_cache = ResultCache(ttl.readyz, max_stale.readyz)
         self._db_cache = ResultCache(ttl.database)
-        self._external_cache = ResultCache(ttl.external)
+        self._external_cache = ResultCache(ttl.external, max_stale.external)
+        self._caches = (self._readyz_cache, self._db_cache, self._external_cache)
+        self._task_group: TaskGroup | None = None
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve refreshes until cancelled: start it in the app's lifespan task group (``await tg.start(...)``).
+
+        While it runs, stale results are refreshed in its task group (stale-while-revalidate) and every scrape
+        of ``/metrics`` starts the refresh of stale results (:meth:`refresh_stale`). When it is cancelled the
+        refreshes in flight are cancelled with it and probes go back to running checks themselves.
+        """
+        async with anyio.create_task_group() as tg:
+            self._attach(tg)
+            if self._metrics is not None:
+                self._metrics.scrape_hooks.append(self.refresh_stale)
+            try:
+                task_status.started()
+                await anyio.sleep_forever()
+            finally:
+                if self._metrics is not None:
+                    self._metrics.scrape_hooks.remove(self.refresh_stale)
+                self._attach(None)
+
+    def _attach(self, tg: TaskGroup | None) -> None:
+        self._task_group = tg
+        for cache in self._caches:
+            cache.attach(tg)
+
+    def refresh_stale(self) -> int:
+        """Start (never wait for) the refresh of every cached check whose result is missing or older than its
+        endpoint's TTL: ``/readyz``'s database check and the external probes. Cheap in-memory checks (started,
+        draining) are run too, so every ``check`` gauge follows. Returns how many runs were started."""
+        tg = self._task_group
+        if tg is None:
+            return 0
+        started = 0
+        for cache, checks in ((self._readyz_cache, self.readiness_checks), (self._external_cache, self._external)):
+            for check in checks:
+                if check.cached:
+                    started += cache.refresh_if_stale(check, self.runner.run)
+                else:
+                    tg.start_soon(self.runner.run, check, name=f"health-refresh:{check.name}")
+                    started += 1
+        return started
 
     @property
     def readiness_checks(self) -> list[Check]:
@@ -239,6 +294,7 @@ def build_health(
     *,
     deadlines: Deadlines = Deadlines(),
     ttl: CacheTTL = CacheTTL(),
+    max_stale: MaxStale = MaxStale(),
 ) -> HealthService:
     """The health service of the app (called once in the lifespan; put into the state as ``health``)."""
     return HealthService(
@@ -248,4 +304,5 @@ def build_health(
         metrics=metrics,
         deadlines=deadlines,
         ttl=ttl,
+        max_stale=max_stale,
     )

@@ -95,6 +95,7 @@ def create_app(
             async with anyio.create_task_group() as tg:
                 if state["sandbox"] is not None:
                     await tg.start(state["sandbox"].run)
+                await tg.start(state["health"].run)  # stale-while-revalidate and scrape-triggered refreshes
                 await tg.start(state["jobs"].run)
                 lifecycle.mark_started()
                 log.info("icy-backend started (env=%s, role=%s)", state["settings"].APP_ENV, state["jobs"].role)

@@ -47,6 +47,8 @@ def metrics_endpoint(metrics: Metrics, token: str | None) -> Callable[[Request],
     async def endpoint(request: Request) -> Response:
         if expected is not None and not _authorized(request.headers.get("authorization", ""), expected):
             return JSONResponse({"error": "Unauthorized"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        for hook in metrics.scrape_hooks:  # e.g. start refreshing stale health results; never waits
+            hook()
         compress = gzip_accepted(request.headers.get("accept-encoding", ""))
         body, content_type = await anyio.to_thread.run_sync(render, request.headers.get("accept", ""), compress)
         headers = {

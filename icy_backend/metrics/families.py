@@ -5,6 +5,7 @@ Label values never come from user input: see ``docs/metrics.md`` for the allowed
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -205,6 +206,15 @@ class Metrics:
             ("check", "status"),
             registry=r,
         )
+        self.health_last_checked = Gauge(
+            "icy_backend_health_check_last_checked_timestamp_seconds",
+            "Unix time the last result of each health check was taken (the end of its run).",
+            ("check",),
+            registry=r,
+        )
+        # Called (on the event loop) by every authorised GET /metrics before rendering; each hook must only
+        # start work, never wait for it (the health service starts refreshes of stale results here).
+        self.scrape_hooks: list[Callable[[], object]] = []
         # Build
         self.build_info = Gauge(
             "icy_backend_build_info",
