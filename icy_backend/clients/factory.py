@@ -50,8 +50,9 @@ async def open_clients(
     ``sim_base_url`` (``/esplora``, ``/evm``, ``/coingecko``, ``/mochi``)."""
     if transport is not None:
         base = (sim_base_url or "http://sandbox").rstrip("/")
-        btc = [f"{base}/esplora"]
-        rpc = [f"{base}/evm"]
+        # Replicas the settings list under the simulators' base (``/esplora2``, ``/evm2``) are kept, primary first.
+        btc = [u for u in settings.btc_endpoints if u.startswith(base + "/")] or [f"{base}/esplora"]
+        rpc = [u for u in settings.base_rpc_endpoints if u.startswith(base + "/")] or [f"{base}/evm"]
         coingecko = f"{base}/coingecko"
         mochi_url: str | None = f"{base}/mochi"
     else:

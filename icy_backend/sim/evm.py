@@ -294,12 +294,12 @@ class EvmNode:
 
     async def _h_reorg(self, request: Request) -> Response:
         try:
-            data = await _control_body(request, {"depth", "reinclude"})
+            data = await _control_body(request, {"depth", "reinclude", "report_removed"})
             depth = _int_field(data, "depth", None, minimum=1)
-            reinclude = data.get("reinclude", True)
-            if not isinstance(reinclude, bool):
-                raise ValueError("reinclude must be a boolean")
-            result = self.chain.reorg(depth, reinclude=reinclude)
+            reinclude, report_removed = data.get("reinclude", True), data.get("report_removed", False)
+            if not isinstance(reinclude, bool) or not isinstance(report_removed, bool):
+                raise ValueError("reinclude and report_removed must be booleans")
+            result = self.chain.reorg(depth, reinclude=reinclude, report_removed=report_removed)
         except (KeyError, TypeError, ValueError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse(result)

@@ -128,6 +128,7 @@ class EvmChain:
         self.used_digests: set[bytes] = set()
         self._counter = 0
         self._mined = 0
+        self.removed_logs: list[dict[str, Any]] = []
         self._log_blocks: list[int] = []  # numbers of blocks holding logs, ascending
         genesis_hash = "0x" + keccak(text=f"icy-sim genesis {chain_id}").hex()
         self.blocks: list[EvmBlock] = [EvmBlock(0, genesis_hash, "0x" + "00" * 32, int(clock()), [])]
@@ -206,12 +207,13 @@ class EvmChain:
             self.mine_block()
         return self.head
 
-    def reorg(self, depth: int, *, reinclude: bool = True) -> dict[str, Any]:
+    def reorg(self, depth: int, *, reinclude: bool = True, report_removed: bool = False) -> dict[str, Any]:
         """Replace the last ``depth`` blocks with ``depth + 1`` new ones (new hashes; the new chain is longer).
 
         ``reinclude``: the removed transactions are mined again, each one block later than before (so at other
         block numbers and log indexes); otherwise they vanish with their ICY moves and nonces (the events are
-        gone). Transactions pending at the time stay pending.
+        gone). Transactions pending at the time stay pending. ``report_removed``: from now on ``eth_getLogs`` also
+        returns the removed blocks' logs marked ``"removed": true`` (as a node may while a reorg propagates).
         """
         if depth < 1 or depth > self.head:
             raise ValueError(f"depth must be between 1 and {self.head}")
@@ -219,6 +221,9 @@ class EvmChain:
         del self.blocks[-depth:]
         self._log_blocks = [n for n in self._log_blocks if n <= self.head]
         pending, self.pending = self.pending, []
+        if report_removed:
+            for block in removed:
+                self.removed_logs.extend({**log.to_json(), "removed": True} for tx in block.txs for log in tx.logs)
         for block in removed:
             for tx in block.txs:
                 tx.block_number = tx.block_hash = tx.index = None
@@ -331,6 +336,11 @@ class EvmChain:
                         continue
                     if _topics_match(topics, log.topics):
                         result.append(log.to_json())
+        for stale in self.removed_logs:  # logs of reorged-out blocks, as some nodes still report them
+            number = int(stale["blockNumber"], 16)
+            in_range = start <= number <= end and (not wanted or stale["address"] in wanted)
+            if in_range and _topics_match(topics, stale["topics"]):
+                result.append(dict(stale))
         return result
 
 

@@ -127,3 +127,14 @@ async def test_lagging_replica_answers_like_a_node_behind(sim: EvmSim, client: h
     await client.put("/evm2/_sim/lag", json={"blocks": 0})
     assert len(await swap_logs(client, sim, "/evm2")) == 1
     assert await rpc(client, "/evm2", "eth_getTransactionReceipt", tx) is not None
+
+
+async def test_reorg_can_leave_removed_logs_in_get_logs(sim: EvmSim, client: httpx.AsyncClient) -> None:
+    sim.emit_swap(ICY, "tb1qa", 5_000, ALICE)
+    sim.mine_block()
+    r = await client.post("/evm/_sim/reorg", json={"depth": 1, "reinclude": False, "report_removed": True})
+    assert r.status_code == 200
+    logs = await swap_logs(client, sim)
+    assert len(logs) == 1
+    assert logs[0]["removed"] is True
+    assert logs[0]["blockHash"] == r.json()["removed"][0]
