@@ -108,7 +108,10 @@ def test_business_label_values_documented(family: str, label: str) -> None:
 
 def test_code_defined_label_values_documented() -> None:
     # The api_name cell also names the webhook's `endpoint` values (ping kinds start / success / fail).
-    assert _values("api_name", "external API") - {"start", "success", "fail"} == {*BREAKER_SERVICES, "uptime_webhook"}
+    assert _values("api_name", "external API") - {"endpoint", "start", "success", "fail"} == {
+        *BREAKER_SERVICES,
+        "uptime_webhook",
+    }
     assert _values("transaction_type", "pending") == set(PENDING_TRANSACTION_TYPES)
     assert _values("method", "icy_backend_http_*") == {*KNOWN_METHODS, OTHER_METHOD}
 
