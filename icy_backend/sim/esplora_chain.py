@@ -48,6 +48,7 @@ DEFAULT_FEES.update({"12": 3.0, "25": 2.1, "144": 1.2, "504": 1.0, "1008": 1.0})
 MIN_RELAY_FEE_RATE = 1.0  # sat/vB, also the BIP 125 incremental relay fee
 MAX_REPLACEMENTS = 100
 FAUCET_FEE = 500
+MAX_OP_RETURN = 83
 FOREIGN_FEE = 1_000
 
 # Bitcoin Core's RPC error codes (rpc/protocol.h).
@@ -179,6 +180,7 @@ class EsploraChain:
         self.address_txs: dict[str, dict[str, None]] = {}  # ordered set of txids per address
         self.wallet_addresses: set[str] = set()
         self.accepted: list[str] = []  # txids accepted by POST /tx, first acceptance order, each once
+        self._accepted_ids: set[str] = set()
         self._order = 0
         self._nonce = 0
         self._blocks_made = 0
@@ -250,7 +252,8 @@ class EsploraChain:
             self._remove(txid, REPLACED)
         stored = self._store(parsed, prevouts, broadcast=True)
         self._enter_mempool(stored)
-        if stored.txid not in self._accepted_set:
+        if stored.txid not in self._accepted_ids:
+            self._accepted_ids.add(stored.txid)
             self.accepted.append(stored.txid)
         record_path = os.environ.get(RECORD_ENV)
         if record_path:
@@ -355,10 +358,6 @@ class EsploraChain:
 
     # ------------------------------------------------------------------ internals
 
-    @property
-    def _accepted_set(self) -> set[str]:
-        return set(self.accepted)
-
     def _spender_state(self, txid: str, vout: int) -> str | None:
         spender = self.outspends.get((txid, vout))
         return None if spender is None else self.txs[spender[0]].state
@@ -384,10 +383,24 @@ class EsploraChain:
         parsed = parse_tx(ParsedTx(2, nonce_in, (TxOut(max(total - FOREIGN_FEE, 0), sink),), 0, b"", 0).serialize())
         stored = self._store(parsed, prevouts, priority=True)
         if confirm:
-            self._append_block([stored.txid])
+            ancestors = self._mempool_ancestors([t for t, _ in inputs])
+            self.mempool = [t for t in self.mempool if t not in ancestors]
+            self._append_block([t for t in self.txs if t in ancestors] + [stored.txid])
         else:
             self._enter_mempool(stored)
         return stored.txid, conflicted
+
+    def _mempool_ancestors(self, txids: list[str]) -> set[str]:
+        """The given txids that are unconfirmed, with their unconfirmed ancestors (mined together with a child)."""
+        found: set[str] = set()
+        todo = list(txids)
+        while todo:
+            txid = todo.pop()
+            if txid in found or self._parent_confirmed(txid):
+                continue
+            found.add(txid)
+            todo += [i.txid for i in self.txs[txid].vin]
+        return found
 
     def _append_block(self, txids: list[str], height: int | None = None) -> Block:
         if height is None:
@@ -461,6 +474,8 @@ class EsploraChain:
         if tx.version not in (1, 2):
             raise _rejected("version")
         for o in tx.vout:
+            if o.script[:1] == b"\x6a" and len(o.script) <= MAX_OP_RETURN:  # nulldata: standard, no dust limit
+                continue
             kind = Script(o.script).script_type()
             if kind not in DUST:
                 raise _rejected("scriptpubkey")
@@ -516,6 +531,10 @@ class EsploraChain:
             raise _rejected(f"too many potential replacements, rejecting replacement {tx.txid}")
         if {i.prev_txid for i in tx.vin} & set(replaced):
             raise _rejected(f"bad-txns-spends-conflicting-tx, {tx.txid} spends conflicting transaction")
+        conflict_parents = {i.txid for c in conflicts for i in self.txs[c].vin}
+        for n, i in enumerate(tx.vin):  # rule 2: no new unconfirmed inputs
+            if not self._parent_confirmed(i.prev_txid) and i.prev_txid not in conflict_parents:
+                raise _rejected(f"replacement-adds-unconfirmed, replacement {tx.txid} adds unconfirmed input, idx {n}")
         fee = sum(p.value for p in prevouts) - sum(o.value for o in tx.vout)
         vsize = tx.vsize
         for txid in conflicts:

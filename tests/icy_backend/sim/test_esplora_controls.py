@@ -249,3 +249,11 @@ async def test_lagging_view(sim: EsploraSim) -> None:
         assert (await c2.put("/_sim/lag", json={"blocks": 1, "x": 1})).status_code == 400
         await c2.put("/_sim/lag", json={"blocks": 0})
         assert (await c2.get(f"/tx/{txid}/status")).json()["confirmed"] is True
+
+
+async def test_confirmed_foreign_spend_of_an_unconfirmed_coin_mines_its_parent(sim: EsploraSim) -> None:
+    coin = sim.fund(WALLET.address, 100_000, confirmed=False)
+    foreign, _ = sim.spend(coin[0], coin[1], confirm=True)
+    assert sim.blocks[-1].txids == [coin[0], foreign]
+    assert sim.mempool == []
+    assert sim.confirmations(coin[0]) == sim.confirmations(foreign) == 1

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from coincurve import PrivateKey
 
-from icy_backend.sim.btc_rules import parse_tx
+from icy_backend.sim.btc_rules import ParsedTx, TxIn, TxOut, bip143_sighash, parse_tx
 from icy_backend.sim.btc_wallet import P2wpkhKey
 from icy_backend.sim.esplora import EsploraSim
 
@@ -175,3 +177,44 @@ async def test_non_signalling_transaction_is_not_replaced(sim: EsploraSim, clien
     assert (await post(client, final)).status_code == 200
     bump = pay(coin, 100_000, 50_000, 20_000)
     assert refusal(await post(client, bump)) == (-26, "txn-mempool-conflict")
+
+
+async def test_replacement_may_not_add_unconfirmed_inputs(sim: EsploraSim, client: httpx.AsyncClient) -> None:
+    coin = sim.fund(WALLET.address, 100_000)
+    pending = sim.fund(WALLET.address, 50_000, confirmed=False)
+    first = (await post(client, pay(coin, 100_000, 50_000, 1_000))).text
+    both = WALLET.sign_spend(
+        [(coin[0], coin[1], 100_000), (pending[0], pending[1], 50_000)], [(USER.address, 50_000)], sequence=RBF
+    )
+    code, message = refusal(await post(client, both))
+    assert code == -26
+    assert message.startswith("replacement-adds-unconfirmed")
+    sim.mine()  # both the first payout and the pending coin confirm: nothing left to replace
+    assert sim.confirmations(first) == 1
+
+
+async def test_replacement_may_add_confirmed_inputs(sim: EsploraSim, client: httpx.AsyncClient) -> None:
+    coin, extra = sim.fund(WALLET.address, 100_000), sim.fund(WALLET.address, 50_000)
+    first = (await post(client, pay(coin, 100_000, 50_000, 1_000))).text
+    both = WALLET.sign_spend(
+        [(coin[0], coin[1], 100_000), (extra[0], extra[1], 50_000)],
+        [(USER.address, 50_000), (WALLET.address, 95_000)],
+        sequence=RBF,
+    )
+    second = (await post(client, both)).text
+    assert {p["txid"]: p["status"] for p in sim.payments()} == {first: "replaced", second: "mempool"}
+
+
+async def test_op_return_output_is_standard(sim: EsploraSim, client: httpx.AsyncClient) -> None:
+    coin = sim.fund(WALLET.address, 100_000)
+    script = sim.txs[coin[0]].vout[0].script
+    outputs = (TxOut(50_000, script), TxOut(0, b"\x6a\x04memo"))
+    tx = ParsedTx(2, (TxIn(coin[0], coin[1], b"", RBF, ()),), outputs, 0, b"", 0)
+    secret = hashlib.sha256(b"rules wallet").digest()  # P2wpkhKey.from_seed's key
+    digest = bip143_sighash(tx, 0, b"\x76\xa9\x14" + script[2:] + b"\x88\xac", 100_000, 1)
+    key = PrivateKey(secret)
+    witness = (key.sign(digest, hasher=None) + b"\x01", key.public_key.format())
+    signed = ParsedTx(2, (TxIn(coin[0], coin[1], b"", RBF, witness),), outputs, 0, b"", 0)
+    r = await post(client, signed.serialize().hex())
+    assert r.status_code == 200, r.text
+    assert sim.txs[r.text].vout[1].type == "unknown"
