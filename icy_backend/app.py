@@ -28,7 +28,7 @@ from icy_backend.domain.wallet import check_wallet_matches_treasury
 from icy_backend.http.responses import ApiError, envelope
 from icy_backend.http.unavailable import EXCEPTION_HANDLERS
 from icy_backend.job_bodies import build_job_bodies
-from icy_backend.lifecycle import Lifecycle
+from icy_backend.lifecycle import Lifecycle, closing_within
 from icy_backend.metrics import Metrics, make_registry
 from icy_backend.metrics.endpoint import metrics_route
 from icy_backend.middleware.stack import middleware_stack
@@ -89,8 +89,9 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        # Resources (engine, clients) outlive the task group: background work is cancelled and unwound first.
-        async with contextlib.AsyncExitStack() as resources:
+        # Resources (engine, clients) outlive the task group: background work is cancelled and unwound first;
+        # their closing is bounded (SHUTDOWN_CLOSE_SECONDS, part of the shutdown budget).
+        async with closing_within() as resources:
             state = await _open(settings, metrics, lifecycle, resources, transport, run_jobs)
             async with anyio.create_task_group() as tg:
                 if state["sandbox"] is not None:

@@ -1,15 +1,28 @@
-"""Process lifecycle flags read by the probes: started, draining, and liveness hooks."""
+"""Process lifecycle flags read by the probes (started, draining, liveness hooks) and the shutdown budget."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+
+import anyio
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_CLOSE_SECONDS = 5.0
+"""Closing the outbound clients and the database pool at the end of the lifespan is abandoned after this long
+(a partitioned database would otherwise hang the goodbye of every pooled connection)."""
+KUBERNETES_MARGIN_SECONDS = 5.0
+"""The whole shutdown must end this long before ``terminationGracePeriodSeconds`` (SPEC §8)."""
 
 
 class Lifecycle:
     """``/readyz`` is 503 until :meth:`mark_started` and again from :meth:`begin_drain` on.
 
-    Liveness hooks let parts that own a loop (the job scheduler) make ``/livez`` fail when the loop is stuck.
+    Liveness hooks let parts that own a loop (the job scheduler) make ``/livez`` fail when the loop is stuck or
+    has died. A part that ends during shutdown (after :meth:`begin_drain`) is not dead.
     """
 
     def __init__(self) -> None:
@@ -38,3 +51,20 @@ class Lifecycle:
 
     def dead_parts(self) -> list[str]:
         return [name for name, alive in self._liveness.items() if not alive()]
+
+
+@contextlib.asynccontextmanager
+async def closing_within(seconds: float = SHUTDOWN_CLOSE_SECONDS) -> AsyncIterator[contextlib.AsyncExitStack]:
+    """An ``AsyncExitStack`` for the lifespan's resources whose closing is shielded and bounded by ``seconds``.
+
+    It is part of the shutdown budget: after the task group has unwound (jobs, webhook pings, the leader lock),
+    the resources get at most ``seconds``; whatever is still closing then is abandoned (the process is exiting).
+    """
+    stack = contextlib.AsyncExitStack()
+    try:
+        yield stack
+    finally:
+        with anyio.move_on_after(seconds, shield=True) as scope:
+            await stack.aclose()
+        if scope.cancelled_caught:
+            log.warning("closing clients and the database pool took over %.0f s; abandoned", seconds)

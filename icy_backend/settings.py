@@ -159,7 +159,8 @@ class Settings(BaseSettings):
     PROCESSOR_TIMEOUT: float = 900.0
     JOB_STALL_AFTER: float = 60.0
     JOB_FIRST_RUN_DELAY: float = 5.0
-    SHUTDOWN_GRACE_SECONDS: float = Field(25.0, gt=0)
+    # Job unwind and final uptime pings after SIGTERM's drain (part of the shutdown budget, SPEC §8).
+    SHUTDOWN_GRACE_SECONDS: float = Field(10.0, gt=0)
     # Business requests in flight beyond this are refused at once with 503 ``overloaded`` (SPEC §5).
     MAX_CONCURRENT_REQUESTS: int = Field(64, ge=1)
     UPTIME_WEBHOOK_START: bool = False

@@ -10,7 +10,10 @@ import pytest
 import yaml
 from starlette.routing import Route
 
+from icy_backend.lifecycle import KUBERNETES_MARGIN_SECONDS, SHUTDOWN_CLOSE_SECONDS
 from icy_backend.settings import Settings, load_settings
+from jobs.leader import LOCK_CLOSE_SECONDS
+from jobs.webhooks import PING_TIMEOUT_SECONDS
 from tests.ci import in_ci
 from tests.deploy.conftest import KUBERNETES, REPO
 
@@ -118,18 +121,47 @@ def test_probe_paths_are_routes_of_the_app(container: dict[str, Any]) -> None:
     assert missing == set()
 
 
-def test_termination_grace_covers_prestop_and_drain(pod: dict[str, Any], container: dict[str, Any]) -> None:
-    grace = pod["terminationGracePeriodSeconds"]
-    pre_stop = _prestop_seconds(container)
+def shutdown_budget(pod: dict[str, Any], container: dict[str, Any]) -> dict[str, float]:
+    """The parts of a pod's shutdown (SPEC §8), in order, from the manifest, hypercorn.toml and the defaults."""
     env = {item["name"]: item.get("value") for item in container["env"]}
-    drain = float(env.get("SHUTDOWN_GRACE_SECONDS") or Settings.model_fields["SHUTDOWN_GRACE_SECONDS"].default)
-    delay = float(
-        env.get("SHUTDOWN_DRAIN_DELAY_SECONDS") or Settings.model_fields["SHUTDOWN_DRAIN_DELAY_SECONDS"].default
-    )
-    assert pre_stop >= 3, "the endpoints controller needs a few seconds to drop the pod"
-    assert grace > pre_stop + delay + drain
+
+    def setting(name: str) -> float:
+        return float(env.get(name) or Settings.model_fields[name].default)
+
     hypercorn = tomllib.loads((REPO / "hypercorn.toml").read_text())
-    assert grace > hypercorn["graceful_timeout"] + pre_stop
+    lifespan = {
+        "job unwind + final webhook pings": setting("SHUTDOWN_GRACE_SECONDS"),
+        "leader lock session": LOCK_CLOSE_SECONDS,
+        "close clients and pool": SHUTDOWN_CLOSE_SECONDS,
+    }
+    # hypercorn bounds the whole lifespan shutdown by shutdown_timeout: it must not cut a normal shutdown short.
+    assert hypercorn["shutdown_timeout"] >= sum(lifespan.values()), (hypercorn["shutdown_timeout"], lifespan)
+    return {
+        "preStop sleep": _prestop_seconds(container),
+        "readiness flip": 0.0,  # /readyz answers 503 from the moment SIGTERM arrives
+        "drain delay": setting("SHUTDOWN_DRAIN_DELAY_SECONDS"),
+        "hypercorn graceful_timeout": float(hypercorn["graceful_timeout"]),
+        # The larger of what the lifespan's parts may take and hypercorn's bound on them.
+        "lifespan shutdown": max(float(hypercorn["shutdown_timeout"]), sum(lifespan.values())),
+    }
+
+
+def test_shutdown_budget_fits_the_termination_grace_period(pod: dict[str, Any], container: dict[str, Any]) -> None:
+    grace = pod["terminationGracePeriodSeconds"]
+    budget = shutdown_budget(pod, container)
+    assert budget["preStop sleep"] >= 3, "the endpoints controller needs a few seconds to drop the pod"
+    assert sum(budget.values()) <= grace - KUBERNETES_MARGIN_SECONDS, (sum(budget.values()), budget)
+    # The webhook pings are really bounded by the job grace, not by their own 10 s (else they would need a part).
+    assert Settings.model_fields["SHUTDOWN_GRACE_SECONDS"].default <= PING_TIMEOUT_SECONDS
+
+
+def test_shutdown_budget_catches_an_overrun(pod: dict[str, Any], container: dict[str, Any]) -> None:
+    """The sum really depends on each input: the old values (graceful 20 s, grace 25 s, timeout 30 s) overran."""
+    old_container = {**container, "env": [*container["env"], {"name": "SHUTDOWN_GRACE_SECONDS", "value": "25"}]}
+    with pytest.raises(AssertionError):  # shutdown_timeout 18 s no longer covers the lifespan's parts
+        shutdown_budget(pod, old_container)
+    budget = shutdown_budget(pod, {**container, "lifecycle": {"preStop": {"sleep": {"seconds": 20}}}})
+    assert sum(budget.values()) > pod["terminationGracePeriodSeconds"] - KUBERNETES_MARGIN_SECONDS
 
 
 def test_secrets_come_from_mounted_files(pod: dict[str, Any], container: dict[str, Any]) -> None:
