@@ -331,7 +331,7 @@ def _run_cli(env: dict[str, str], *argv: str, cwd: Path) -> subprocess.Completed
 
 async def test_exit_codes_of_the_real_command(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'cli.sqlite3'}"
-    env = {"DATABASE_URL": url, "LOG_FORMAT": "json"}
+    env = {"DATABASE_URL": url, "LOG_FORMAT": "json", "LOGNAME": "night-shift"}  # LOGNAME: the OS user
     # Not migrated: a database error, said without the URL.
     done = await anyio.to_thread.run_sync(lambda: _run_cli(env, "list", cwd=tmp_path))
     assert done.returncode == 4, done.stderr
@@ -348,10 +348,18 @@ async def test_exit_codes_of_the_real_command(tmp_path: Path) -> None:
         ("release", str(held), "--actor", "ci"): 0,
         ("release", str(held)): 1,
     }
+    logged: list[dict[str, Any]] = []
     for argv, expected in runs.items():
         done = await anyio.to_thread.run_sync(lambda argv=argv: _run_cli(env, *argv, cwd=tmp_path))  # type: ignore[misc]
         assert done.returncode == expected, (argv, done.stdout, done.stderr)
-    # The move's log line (JSON on stderr) names who asked, not the address or the amount.
+        logged += [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    # The moves' log lines (JSON on stderr) name who asked, not the address or the amount.
+    moves = [(e["level"], e["message"]) for e in logged if e["logger"] == payout_admin.__name__]
+    assert moves == [
+        ("info", f"payout {held}: held -> pending (released by ci)"),
+        ("info", f"payout {held}: release refused: it is pending, not held (asked by night-shift)"),
+    ]
+    _assert_no_money_details([json.dumps(e) for e in logged])
     done = await anyio.to_thread.run_sync(lambda: _run_cli(env, "show", str(held), cwd=tmp_path))
     assert done.returncode == 0
     assert ADDRESS in done.stdout
