@@ -18,8 +18,8 @@ def build_job_bodies(
     settings: Settings, metrics: Metrics, engine: AsyncEngine, clients: Clients, oracle: OracleService
 ) -> dict[str, JobBody]:
     return {
-        # TODO(pricing): the complete-figures pricing ratio once domain/oracle.py has it (SPEC §9).
-        **make_indexer_jobs(engine, clients, settings, metrics, oracle.icy_btc_ratio),
+        # The price-outlier hold compares Swap events with the complete-figures pricing ratio (SPEC §9).
+        **make_indexer_jobs(engine, clients, settings, metrics, oracle.pricing_ratio),
         "swap_request_processing": make_swap_request_job(engine, clients, settings, metrics, oracle),
         "btc_pending_transaction_processing": make_payout_job(engine, clients, settings, metrics),
     }

@@ -185,6 +185,9 @@ swap_requests = Table(
     # Account nonce and signature deadline of the stored transaction (same-nonce replacement, SPEC §9).
     Column("evm_nonce", BigInteger, nullable=True),
     Column("signature_deadline", BigInteger, nullable=True),
+    # Earlier transactions at the same nonce that a replacement superseded (space-separated hashes): any of them
+    # may still be the one mined, so the request is decided on all of their receipts.
+    Column("replaced_tx_hashes", Text, nullable=True),
     Column("failure_reason", String(64), nullable=True),
     Column("processed_at", UTCDateTime(), nullable=True),
     *_timestamps(),

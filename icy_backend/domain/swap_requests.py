@@ -2,14 +2,23 @@
 
 State machine of ``swap_requests.status``::
 
-    pending ──ICY transfer indexed; convert, sign, store signed tx + hash──▶ sending ──receipt ok──▶ completed
-       ▲  └─never payable (bad address, below dust)──▶ failed                 │ ──receipt reverted──▶ failed
-       └──────────── the tx's nonce was used by another, mined tx ◀───────────┘
+    pending ──ICY transfer indexed; convert, sign, store signed tx + hash──▶ sending ──a receipt ok──▶ completed
+       ▲  └─never payable (bad address, below dust)──▶ failed                 │ ──a receipt reverted──▶ failed
+       │                                                                      │ ──deadline < 2 min, unmined──▶
+       │                                                                      │   sending (same nonce, fresh
+       │                                                                      │   signature, fees ≥ +10 %)
+       └──── one endpoint: nonce used ≥ BLOCKCHAIN_CONFIRMATIONS deep, none of our txs known ◀──┘
 
 The signed transaction and its hash are committed (``sending``) **before** the send: a retry (timeout, crash,
-next run) re-sends the very same bytes, so the request can never swap twice. A stored transaction is given up
-only when the signer's *mined* nonce moved past its nonce while its own receipt does not exist: it can never be
-mined then. The ``Swap`` event of a completed request becomes a payout through the swap indexer like any other.
+next run) re-sends the very same bytes. Every transaction of a request shares one account nonce
+(``evm_nonce``), so at most one of them is ever mined; replacements keep the superseded hashes
+(``replaced_tx_hashes``) and a receipt of any of them decides the request. A ``sending`` request is decided only
+on what **one endpoint** answered in **one batch** (`swap_request_view`). The ``Swap`` event of a completed
+request becomes a payout through the swap indexer like any other.
+
+Nonces are allocated under the sender lock (a PostgreSQL advisory lock held while the request is claimed and its
+transaction stored; an in-process lock on SQLite): the next nonce is the node's pending count or one past the
+highest nonce of a request still ``sending``, whichever is higher, so two processors never build on one nonce.
 
 Conversion (fix: the old one was 100x too large): ``sats = icy_wei // (ratio * 100)`` with the pricing ratio
 (ICY per BTC x 10^8). No service fee is taken here; the payout of the ``Swap`` event takes it.
@@ -18,17 +27,13 @@ Conversion (fix: the old one was 100x too large): ``sats = icy_wei // (ratio * 1
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
-import anyio.lowlevel
-from eth_abi.abi import encode as abi_encode
-from eth_account import Account
-from eth_account.typed_transactions.typed_transaction import TypedTransaction
 from eth_utils.address import to_checksum_address
-from eth_utils.crypto import keccak
-from hexbytes import HexBytes
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -49,21 +54,26 @@ from icy_backend.domain.row_machine import (
     run_queue,
 )
 from icy_backend.domain.signature import SwapSigner
+from icy_backend.domain.swap_request_view import ChainView, read_view
+from icy_backend.domain.swap_tx import (
+    GAS_HEADROOM_DEN,
+    GAS_HEADROOM_NUM,
+    Fees,
+    SwapTx,
+    authorisation_calldata,
+    decode_stored,
+    sign_swap_tx,
+    swap_calldata,
+)
 from icy_backend.domain.swap_validation import PricingUnavailable, SwapRejected, check_address, check_payable
 from icy_backend.settings import Settings
 
 log = logging.getLogger(__name__)
 
 R = swap_requests
-SWAP_SELECTOR = keccak(text="swap(uint256,string,uint256,uint256,uint256,bytes)")[:4]
-SWAP_ARG_TYPES = ["uint256", "string", "uint256", "uint256", "uint256", "bytes"]
-GAS_HEADROOM_NUM, GAS_HEADROOM_DEN = 12, 10  # estimate x 1.2
 SENDER_LOCK_KEY = 0x6963792D737770  # "icy-swp": serialises nonce allocation of the signer wallet
+REPLACE_BEFORE_DEADLINE = 120  # seconds left to the signature deadline below which an unmined tx is replaced
 _rows = RowLog(log, "swap request")
-
-
-def swap_calldata(icy: int, btc_address: str, sats: int, nonce: int, deadline: int, signature: bytes) -> bytes:
-    return SWAP_SELECTOR + abi_encode(SWAP_ARG_TYPES, [icy, btc_address, sats, nonce, deadline, signature])
 
 
 @dataclass
@@ -74,6 +84,7 @@ class SwapRequestReport:
     deferred: dict[int, str] = field(default_factory=dict)
     waiting: list[int] = field(default_factory=list)  # ICY transfer not indexed yet
     returned_to_pending: list[int] = field(default_factory=list)
+    replaced: list[int] = field(default_factory=list)
 
 
 class SwapRequestProcessor:
@@ -85,6 +96,8 @@ class SwapRequestProcessor:
         evm: EvmRpcClient,
         oracle: OracleService,
         settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         key = settings.BLOCKCHAIN_SWAP_SIGNER_PRIVATE_KEY
         contract = settings.BLOCKCHAIN_ICY_SWAP_CONTRACT_ADDR
@@ -94,6 +107,7 @@ class SwapRequestProcessor:
         self.evm = evm
         self.oracle = oracle
         self.settings = settings
+        self.clock = clock  # unix seconds: signature deadlines
         self._key = key.get_secret_value()
         self.signer = SwapSigner(self._key, settings.chain_id, contract)
         self.contract = to_checksum_address(contract)
@@ -122,12 +136,13 @@ class SwapRequestProcessor:
         stored = await self._claim_and_store(row_id, report)
         if isinstance(stored, str):
             return stored
-        raw, tx_hash = stored
-        return await self._send(row_id, raw, tx_hash, report)
+        return await self._send(row_id, stored.raw, stored.hash, report)
 
-    async def _claim_and_store(self, row_id: int, report: SwapRequestReport) -> tuple[str, str] | str:
+    async def _claim_and_store(self, row_id: int, report: SwapRequestReport) -> SwapTx | str:
         async with self._sender_lock(), self.engine.begin() as conn:
             if is_postgres(self.engine):
+                # The sender lock: nonce allocation and the store happen for one request at a time, across
+                # processes and replicas (released at commit, once the transaction and its nonce are stored).
                 await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SENDER_LOCK_KEY})
             query = select(R).where(R.c.id == row_id, R.c.status == "pending")
             if is_postgres(self.engine):
@@ -157,7 +172,7 @@ class SwapRequestProcessor:
             except UpstreamError as exc:
                 return await self._defer(conn, row_id, error_class(exc), report)
             try:
-                raw, tx_hash = await self._build(icy, address.text, sats)
+                tx = await self._build(conn, icy, address.text, sats)
             except JsonRpcError as exc:
                 reason = "estimate_reverted" if exc.is_revert else "rpc_error"
                 return await self._defer(conn, row_id, reason, report)
@@ -169,8 +184,11 @@ class SwapRequestProcessor:
                 .values(
                     status="sending",
                     btc_amount=sats,
-                    signed_tx=raw,
-                    evm_tx_hash=tx_hash,
+                    signed_tx=tx.raw,
+                    evm_tx_hash=tx.hash,
+                    evm_nonce=tx.nonce,
+                    signature_deadline=tx.deadline,
+                    replaced_tx_hashes=None,
                     failure_reason=None,
                     updated_at=utcnow(),
                 )
@@ -178,7 +196,7 @@ class SwapRequestProcessor:
             if result.rowcount != 1:
                 return SKIPPED
             _rows.transition(row_id, "pending", "sending")
-            return raw, tx_hash
+            return tx
 
     async def _icy_received(self, conn: AsyncConnection, icy_tx: str, icy: int) -> bool:
         """Whether ``icy_tx`` holds an indexed ICY transfer of at least ``icy`` into the signer wallet."""
@@ -191,29 +209,30 @@ class SwapRequestProcessor:
         )
         return any(int(amount) >= icy for (amount,) in rows)
 
-    async def _build(self, icy: int, btc_address: str, sats: int) -> tuple[str, str]:
-        auth = self.signer.sign(icy, btc_address, sats)
-        data = swap_calldata(icy, btc_address, sats, auth.nonce, auth.deadline, auth.signature_bytes)
-        sender = self.signer.address
-        nonce = await self.evm.transaction_count(sender, "pending")
+    async def _next_nonce(self, conn: AsyncConnection) -> int:
+        """The node's pending count, or one past the highest nonce of a request still ``sending`` (stored by any
+        processor, maybe not sent yet), whichever is higher. Called under the sender lock."""
+        node = await self.evm.transaction_count(self.signer.address, "pending")
+        stored = await conn.scalar(select(func.max(R.c.evm_nonce)).where(R.c.status == "sending"))
+        return node if stored is None else max(node, int(stored) + 1)
+
+    async def _market_fees(self) -> Fees:
         block = await self.evm.block_by_number("latest")
         base_fee = block.base_fee_per_gas if block is not None and block.base_fee_per_gas is not None else 0
-        priority = await self.evm.max_priority_fee_per_gas()
-        call = {"from": sender, "to": self.contract, "data": "0x" + data.hex(), "value": "0x0"}
-        gas = await self.evm.estimate_gas(call)
-        tx = {
-            "type": 2,
-            "chainId": self.settings.chain_id,
-            "nonce": nonce,
+        return Fees.market(base_fee, await self.evm.max_priority_fee_per_gas())
+
+    async def _build(self, conn: AsyncConnection, icy: int, btc_address: str, sats: int) -> SwapTx:
+        auth = self.signer.sign(icy, btc_address, sats, now=self.clock())
+        nonce = await self._next_nonce(conn)
+        fees = await self._market_fees()
+        call = {
+            "from": self.signer.address,
             "to": self.contract,
-            "value": 0,
-            "data": data,
-            "gas": gas * GAS_HEADROOM_NUM // GAS_HEADROOM_DEN,
-            "maxPriorityFeePerGas": priority,
-            "maxFeePerGas": 2 * base_fee + priority,
+            "data": "0x" + authorisation_calldata(auth).hex(),
+            "value": "0x0",
         }
-        signed = Account.sign_transaction(tx, self._key)
-        return "0x" + bytes(signed.raw_transaction).hex(), "0x" + bytes(signed.hash).hex()
+        gas = await self.evm.estimate_gas(call) * GAS_HEADROOM_NUM // GAS_HEADROOM_DEN
+        return sign_swap_tx(self._key, self.settings.chain_id, self.contract, auth, nonce=nonce, gas=gas, fees=fees)
 
     async def _send(self, row_id: int, raw: str, tx_hash: str, report: SwapRequestReport) -> str | None:
         try:
@@ -222,7 +241,7 @@ class SwapRequestProcessor:
             if "already known" in exc.message.lower():
                 report.sent.append(row_id)  # the node has exactly these bytes already
                 return None
-            # "nonce too low", underpriced…: the receipt and the mined nonce decide on the next run.
+            # "nonce too low", underpriced…: one endpoint's batch decides on the next run.
             log.info("swap request %d: node answered the send with an error; will reconcile", row_id)
             log.debug("swap request %d: send error %s", row_id, exc.message)
             return "send_rejected"
@@ -239,31 +258,86 @@ class SwapRequestProcessor:
             row = (await conn.execute(select(R).where(R.c.id == row_id, R.c.status == "sending"))).mappings().first()
         if row is None:
             return SKIPPED
-        raw, tx_hash = str(row["signed_tx"]), str(row["evm_tx_hash"])
+        raw, current = str(row["signed_tx"]), str(row["evm_tx_hash"])
+        stored = decode_stored(raw)
+        nonce = stored.nonce if row["evm_nonce"] is None else int(row["evm_nonce"])
+        hashes = [current, *str(row["replaced_tx_hashes"] or "").split()]
         try:
-            # Order matters: the mined nonce is read before the receipt, so "nonce used and no receipt"
-            # cannot be fooled by our own tx being mined in between.
-            mined_nonce = await self.evm.transaction_count(self.signer.address, "latest")
-            receipt = await self.evm.transaction_receipt(tx_hash)
+            view = await read_view(self.evm, self.signer.address, hashes)
         except UpstreamError as exc:
             return "reconcile_" + error_class(exc)
-        if receipt is not None:
-            if receipt.status == 1:
-                return await self._finish(row_id, tx_hash, "completed", None, report)
-            return await self._finish(row_id, tx_hash, "failed", "reverted", report)
-        if mined_nonce > _nonce_of(raw):
-            # Belt and braces: the node must not know our tx at all (a node that counts pending txs under
-            # "latest" would otherwise make a pending tx look dead — and a rebuilt tx would swap twice).
-            try:
-                known = await self.evm.transaction_by_hash(tx_hash)
-            except UpstreamError as exc:
-                return "reconcile_" + error_class(exc)
-            if known is None:
-                return await self._back_to_pending(row_id, tx_hash, report)
-        return await self._send(row_id, raw, tx_hash, report)
+        settled = await self._settle(row_id, current, view, report)
+        if settled is not None:
+            return settled or None
+        if view.nonce_count <= nonce:
+            # The nonce is still free on this endpoint: one of our transactions may yet be mined.
+            deadline = row["signature_deadline"]
+            if deadline is not None and int(deadline) - self.clock() < REPLACE_BEFORE_DEADLINE:
+                return await self._replace(row, stored.gas, stored.fees, nonce, hashes, report)
+            return await self._send(row_id, raw, current, report)
+        if view.knows_any():
+            return None  # the endpoint is between states; the next run sees it settled
+        # The signer's nonce is used and this endpoint knows none of our transactions. Give up on them only when
+        # one endpoint, in one batch, shows the nonce used at a block BLOCKCHAIN_CONFIRMATIONS deep, and still
+        # knows none of them.
+        confirmations = self.settings.BLOCKCHAIN_CONFIRMATIONS
+        deep = max(view.head - confirmations, 0)
+        try:
+            deep_view = await read_view(self.evm, self.signer.address, hashes, deep)
+        except UpstreamError as exc:
+            return "reconcile_" + error_class(exc)
+        settled = await self._settle(row_id, current, deep_view, report)
+        if settled is not None:
+            return settled or None
+        if deep_view.head - deep >= confirmations and deep_view.nonce_count > nonce and not deep_view.knows_any():
+            return await self._back_to_pending(row_id, current, report)
+        return None  # not deep enough on one endpoint yet
+
+    async def _settle(self, row_id: int, current: str, view: ChainView, report: SwapRequestReport) -> str | None:
+        """Decide on a receipt of any of the request's transactions: ``""`` completed, a reason when failed,
+        None when this endpoint has no receipt."""
+        mined = view.mined()
+        if mined is None:
+            return None
+        tx_hash, receipt = mined
+        if receipt.status == 1:
+            return await self._finish(row_id, current, tx_hash, "completed", None, report) or ""
+        return await self._finish(row_id, current, tx_hash, "failed", "reverted", report) or ""
+
+    async def _replace(
+        self, row: Any, gas: int, old_fees: Fees, nonce: int, hashes: list[str], report: SwapRequestReport
+    ) -> str | None:
+        """Same nonce, same amounts, a fresh authorisation and deadline, both fee caps raised ≥ 10 %; stored
+        (with the superseded hashes) before it is sent."""
+        row_id, current = int(row["id"]), hashes[0]
+        try:
+            fees = old_fees.bumped(await self._market_fees())
+        except UpstreamError as exc:
+            return "replace_" + error_class(exc)
+        icy, address, sats = int(row["icy_amount"]), str(row["btc_address"]), int(row["btc_amount"])
+        auth = self.signer.sign(icy, address, sats, now=self.clock())
+        tx = sign_swap_tx(self._key, self.settings.chain_id, self.contract, auth, nonce=nonce, gas=gas, fees=fees)
+        async with self.engine.begin() as conn:
+            moved = await move_row(
+                conn,
+                R,
+                row_id,
+                "sending",
+                R.c.evm_tx_hash == current,
+                evm_tx_hash=tx.hash,
+                signed_tx=tx.raw,
+                evm_nonce=nonce,
+                signature_deadline=tx.deadline,
+                replaced_tx_hashes=" ".join(hashes),
+            )
+        if not moved:
+            return SKIPPED
+        report.replaced.append(row_id)
+        _rows.stays(row_id, "sending", "replaced_at_same_nonce")
+        return await self._send(row_id, tx.raw, tx.hash, report)
 
     async def _finish(
-        self, row_id: int, tx_hash: str, status: str, reason: str | None, report: SwapRequestReport
+        self, row_id: int, current: str, mined: str, status: str, reason: str | None, report: SwapRequestReport
     ) -> str | None:
         async with self.engine.begin() as conn:
             moved = await move_row(
@@ -271,8 +345,9 @@ class SwapRequestProcessor:
                 R,
                 row_id,
                 "sending",
-                R.c.evm_tx_hash == tx_hash,
+                R.c.evm_tx_hash == current,
                 status=status,
+                evm_tx_hash=mined,  # the transaction that was mined (a superseded one may have won)
                 failure_reason=reason,
                 processed_at=utcnow(),
             )
@@ -296,12 +371,15 @@ class SwapRequestProcessor:
                 status="pending",
                 signed_tx=None,
                 evm_tx_hash=None,
-                failure_reason="nonce_replaced",
+                evm_nonce=None,
+                signature_deadline=None,
+                replaced_tx_hashes=None,
+                failure_reason="nonce_taken",
             )
         if moved:
             report.returned_to_pending.append(row_id)
-            _rows.transition(row_id, "sending", "pending", "nonce_replaced")
-        return "nonce_replaced"
+            _rows.transition(row_id, "sending", "pending", "nonce_taken")
+        return "nonce_taken"
 
     # ------------------------------------------------------------------ helpers
 
@@ -322,13 +400,11 @@ class SwapRequestProcessor:
         _rows.stays(row_id, "pending", reason)
         return reason
 
-    def _sender_lock(self) -> anyio.Lock:
+    def _sender_lock(self) -> AbstractAsyncContextManager[Any]:
+        # On PostgreSQL the advisory lock covers every process; SQLite has none, so one process serialises.
+        if is_postgres(self.engine):
+            return nullcontext()
         return process_lock(f"evm-signer:{self.signer.address}")
-
-
-def _nonce_of(raw: str) -> int:
-    tx: Any = TypedTransaction.from_bytes(HexBytes(raw))
-    return int(tx.as_dict()["nonce"])
 
 
 async def count_waiting(engine: AsyncEngine) -> int:

@@ -94,8 +94,18 @@ async def _upgrade_with_rows(engine: AsyncEngine) -> dict[str, Any]:
                 ).bindparams(bindparam("now", type_=UTCDateTime())),
                 {"h": _TX, "li": log_index, "now": _NOW},
             )
+        await conn.execute(
+            text(
+                "INSERT INTO swap_requests (id, icy_amount, btc_address, icy_tx, status, evm_tx_hash, signed_tx,"
+                " created_at, updated_at) VALUES (1, '1', 'tb1q', :h, 'sending', :h, '0x02', :now, :now)"
+            ).bindparams(bindparam("now", type_=UTCDateTime())),
+            {"h": _TX, "now": _NOW},
+        )
     await upgrade(engine)
     async with engine.connect() as conn:
+        requests = (
+            await conn.execute(text("SELECT id, status, evm_tx_hash, replaced_tx_hashes FROM swap_requests"))
+        ).all()
         payouts = (
             await conn.execute(
                 text(
@@ -120,6 +130,7 @@ async def _upgrade_with_rows(engine: AsyncEngine) -> dict[str, Any]:
         "payouts": [tuple(r) for r in payouts],
         "candidates": [tuple(r) for r in candidates],
         "swaps": [tuple(r) for r in swaps],
+        "requests": [tuple(r) for r in requests],
     }
 
 
@@ -143,3 +154,5 @@ async def test_upgrade_migrates_rows_of_the_previous_revision(tmp_path: Path) ->
         assert result["candidates"] == [(1, "11" * 32, "aa", "141", "active"), (3, "33" * 32, "bb", "150", "active")]
         # Swap rows get their position among their transaction's Swap events.
         assert result["swaps"] == [(3, 0), (7, 1)]
+        # A swap request in flight keeps its transaction and has replaced none (revision 0004).
+        assert result["requests"] == [(1, "sending", _TX, None)]

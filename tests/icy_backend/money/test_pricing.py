@@ -134,12 +134,13 @@ async def test_swap_request_conversion_waits_for_a_complete_figure(pw: PricingWo
     pw.mochi.faults.set(Fault(path="*", status=500))
     icy_tx = sw.evm_sim.transfer(HOLDER, SIGNER_ADDRESS, 1000 * ICY)
     sw.evm_sim.mine_block()
+    sw.evm_sim.mine_block()  # BLOCKCHAIN_CONFIRMATIONS=1: the transfer is one block deep
     async with sw.engine.begin() as conn:
         await conn.execute(
             swap_requests.insert().values(icy_amount=1000 * ICY, btc_address=recipient(7), icy_tx=icy_tx)
         )
     keys = ("BLOCKCHAIN_BTC_TREASURY_ADDRESS", "BLOCKCHAIN_ICY_CONTRACT_ADDR", "BLOCKCHAIN_ICY_SWAP_CONTRACT_ADDR")
-    settings = make_settings(**{k: getattr(sw.settings, k) for k in keys}, BLOCKCHAIN_CONFIRMATIONS=0)
+    settings = make_settings(**{k: getattr(sw.settings, k) for k in keys}, BLOCKCHAIN_CONFIRMATIONS=1)
     await make_icy_indexer(sw.engine, sw.clients, settings, sw.btc.metrics)(JobContext("icy"))
     processor = SwapRequestProcessor(sw.engine, sw.clients.evm, sw.oracle, settings)
     report = await processor.run()

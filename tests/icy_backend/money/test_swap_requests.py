@@ -26,6 +26,7 @@ from tests.icy_backend.money.conftest import (
     make_settings,
     recipient,
 )
+from tests.icy_backend.money.evm_nodes import Node, evm_client
 
 pytestmark = pytest.mark.anyio
 
@@ -200,12 +201,14 @@ async def test_nonce_taken_by_another_tx_rebuilds_once(swap_world: SwapWorld) ->
             )
         )
     await make_icy_indexer(sw.engine, sw.clients, settings, sw.btc.metrics)(JobContext("icy"))
-    proc = SwapRequestProcessor(sw.engine, sw.clients.evm, sw.oracle, settings)
-    sw.evm_sim.faults.set(Fault(path="eth_sendRawTransaction", hang=True))  # never reaches the node
+    # A node that answers the nonce at a past block as real nodes do (the simulator answers the latest one).
+    node = Node(sw.evm_sim, sw.evm_sim.node)
+    proc = SwapRequestProcessor(sw.engine, evm_client(sw.btc.http, node), sw.oracle, settings)
+    node.faults.set(Fault(path="eth_sendRawTransaction", hang=True))  # never reaches the node
     await proc.run()
     first = await _request_row(sw)
     assert first["status"] == "sending"
-    sw.evm_sim.faults.clear()
+    node.faults.clear()
     # Another transaction from the signer wallet takes nonce 0 and is mined.
     other = Account.sign_transaction(
         {
@@ -222,6 +225,9 @@ async def test_nonce_taken_by_another_tx_rebuilds_once(swap_world: SwapWorld) ->
         SIGNER_KEY,
     )
     apply_raw_transaction(sw.evm_sim, "0x" + bytes(other.raw_transaction).hex())
+    sw.evm_sim.mine_block()
+    # Used at the head only: not BLOCKCHAIN_CONFIRMATIONS (1) deep yet, so nothing is given up.
+    assert (await proc.run()).returned_to_pending == []
     sw.evm_sim.mine_block()
     report = await proc.run()
     assert report.returned_to_pending == [1]
