@@ -129,6 +129,7 @@ class EvmChain:
         self._counter = 0
         self._mined = 0
         self.removed_logs: list[dict[str, Any]] = []
+        self.finality_depth = 0  # the "safe"/"finalized" block tags resolve to head - finality_depth
         self._log_blocks: list[int] = []  # numbers of blocks holding logs, ascending
         genesis_hash = "0x" + keccak(text=f"icy-sim genesis {chain_id}").hex()
         self.blocks: list[EvmBlock] = [EvmBlock(0, genesis_hash, "0x" + "00" * 32, int(clock()), [])]
@@ -290,7 +291,9 @@ class EvmChain:
         """Resolve a block tag or hex quantity as a node whose head is ``head`` (default: the chain's head);
         None for blocks beyond that head unless ``future``."""
         top = self.head if head is None else head
-        if tag in (None, "latest", "pending", "safe", "finalized"):
+        if tag in ("safe", "finalized"):
+            return max(0, top - self.finality_depth)
+        if tag in (None, "latest", "pending"):
             return top
         if tag == "earliest":
             return 0

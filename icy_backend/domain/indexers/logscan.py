@@ -38,8 +38,6 @@ from icy_backend.settings import Settings
 
 log = logging.getLogger(__name__)
 
-HEADER_BATCH = 50  # JSON-RPC batch size for block headers
-
 
 class NotReady(Exception):
     """An endpoint cannot answer what a chunk needs yet (lagging node): stop the pass, retry on the next one."""
@@ -132,15 +130,6 @@ class LogScanner:
             return parse_block(answer).number
         return hex_int(answer) - self.config.confirmations
 
-    async def _headers(self, numbers: list[int], op: str) -> list[Block | None]:
-        """Headers of ``numbers``, each batch from one endpoint."""
-        out: list[Block | None] = []
-        for i in range(0, len(numbers), HEADER_BATCH):
-            part = numbers[i : i + HEADER_BATCH]
-            answers = await self.evm.batch([("eth_getBlockByNumber", [hex(n), False]) for n in part], op=op)
-            out.extend(None if a is None else parse_block(a) for a in answers)
-        return out
-
     # ---- one pass ---------------------------------------------------------------------------------------
 
     async def run(self, handler: Handler, heartbeat: Callable[[], None], report: Report) -> ScanResult:
@@ -161,7 +150,11 @@ class LogScanner:
                 result.stopped = "behind"
                 return result
             if parse_block(head[1]).hash != cursor.hash:
-                cursor = await self._rewind(handler, cursor, report)
+                fork = await self._rewind(handler, cursor, report)
+                if fork is None:
+                    result.stopped = "inconsistent"
+                    return result
+                cursor = None if fork.hash is None else fork
                 result.reorgs += 1
         self.metrics.indexer_reorg_too_deep.labels(handler.chain).set(0)
         start = cursor.number + 1 if cursor is not None else cfg.start
@@ -228,17 +221,25 @@ class LogScanner:
             heartbeat()
             s = e + 1
 
-    async def _rewind(self, handler: Handler, cursor: BlockRef, report: Report) -> BlockRef:
-        """Roll back to the newest checkpoint that is still canonical (see the module docstring)."""
+    async def _rewind(self, handler: Handler, cursor: BlockRef, report: Report) -> BlockRef | None:
+        """Roll back to the newest checkpoint that is still canonical (see the module docstring); None when the
+        endpoint asked cannot tell (it lacks a block, or no longer sees the cursor's block replaced)."""
         cfg = self.config
         async with self.engine.connect() as conn:
             points = await cursors.checkpoints(conn, cfg.cursor, cursor.number)
-        headers = await self._headers([p.number for p in points], op="indexer_reorg")
+        # The cursor's header again and every checkpoint's, in one batch: one endpoint's view of the chain.
+        numbers = [cursor.number, *(p.number for p in points)]
+        answers = await self.evm.batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers], op="indexer_reorg")
+        headers = [None if a is None else parse_block(a) for a in answers]
+        if any(h is None for h in headers) or (headers[0] is not None and headers[0].hash == cursor.hash):
+            log.warning(
+                "%s indexer: endpoints disagree about a reorg below block %d; retrying", handler.chain, cursor.number
+            )
+            return None
         fork: BlockRef | None = None
         oldest_gone = cursor.number
-        for point, header in zip(points, headers, strict=True):
-            if header is None:
-                raise NotReady("the endpoint lacks a checkpoint's block")  # pragma: no cover - lagging mid-walk
+        for point, header in zip(points, headers[1:], strict=True):
+            assert header is not None
             if header.hash == point.hash:
                 fork = point
                 break
