@@ -47,6 +47,7 @@ def make_swap_request_job(
             report = await processor.run(on_item)
             ctx.set_metadata("sent", len(report.sent))
             ctx.set_metadata("completed", len(report.completed))
+            ctx.set_metadata("replaced", len(report.replaced))
             ctx.set_metadata("failed", len(report.failed))
             ctx.set_metadata("waiting_for_icy", len(report.waiting))
         finally:

@@ -254,7 +254,7 @@ PATHS: dict[str, Any] = {
     "/api/v1/swap/generate-signature": {
         "post": {
             "tags": ["swap"],
-            "summary": "EIP-712 authorisation for a swap (validated against the cached ratio)",
+            "summary": "EIP-712 authorisation for a swap (validated against the pricing ratio; 503 oracle_incomplete)",
             "operationId": "generateSignature",
             "requestBody": {
                 "required": True,
