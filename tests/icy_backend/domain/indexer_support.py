@@ -35,9 +35,10 @@ def fair_swap(sims: Simulators, btc_address: str, *, icy: int = 100 * ICY, count
 
 
 def swap_job(engine: AsyncEngine, env: SimEnv, ratio: Callable[[], Awaitable[int]] | None = None) -> Any:
-    """The real ``icy_swap_transaction_indexing`` body, priced by the oracle of a service on the env file."""
+    """The real ``icy_swap_transaction_indexing`` body, priced like the app wires it: the oracle's complete-figures
+    pricing ratio of a service configured from the env file."""
     if ratio is None:
-        ratio = OracleService(env.settings, env.metrics, engine, env.clients).icy_btc_ratio
+        ratio = OracleService(env.settings, env.metrics, engine, env.clients).pricing_ratio
     body = make_swap_indexer(engine, env.clients, env.settings, env.metrics, ratio)
 
     async def run() -> JobContext:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from icy_backend.domain.oracle import OracleIncomplete
 from icy_backend.domain.swap_validation import PricingUnavailable
 from icy_backend.sim.combined import Simulators
 from icy_backend.sim.faults import Fault
@@ -167,6 +168,22 @@ async def test_without_a_pricing_ratio_the_event_waits_for_the_next_pass(engine:
         at = await cursor(engine)
         assert at is None or at < (sims.evm.txs[tx].block_number or 0)
         await swap_job(engine, env)()
+        assert [(p["swap_transaction_hash"], p["status"]) for p in await payout_rows(engine)] == [(tx, "pending")]
+
+
+async def test_mochi_pay_down_from_the_start_the_swap_waits_then_gets_its_payout(engine: AsyncEngine) -> None:
+    sims = replicas()
+    tx = fair_swap(sims, user(8))
+    sims.evm.mine_empty(2)
+    sims.mochi.faults.set(Fault(path="*", status=503))
+    async with sim_env(sims, **SETTINGS) as env:
+        run = swap_job(engine, env)
+        with pytest.raises(OracleIncomplete):
+            await run()
+        assert await swap_rows(engine) == []
+        assert await payout_rows(engine) == []
+        sims.mochi.faults.clear()
+        await swap_job(engine, env)()  # a fresh oracle (the failed figure is not cached)
         assert [(p["swap_transaction_hash"], p["status"]) for p in await payout_rows(engine)] == [(tx, "pending")]
 
 
