@@ -13,10 +13,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -206,52 +208,53 @@ def run_anvil(
     lifetime: float = DEFAULT_LIFETIME,
     log_path: Path | None = None,
 ) -> Iterator[AnvilNode]:
-    """Start anvil on 127.0.0.1 (a free port unless given), wait until it answers, and kill it at the end.
+    """Start anvil on 127.0.0.1, wait until it answers, and kill it at the end.
 
-    ``lifetime`` bounds it even if this process dies without cleaning up (``timeout -s KILL``).
+    Without ``port`` anvil binds port 0 and the port it got is read from its "Listening on" line, so there is no
+    window in which another process could take a pre-picked port (and answer in anvil's place). ``lifetime``
+    bounds it even if this process dies without cleaning up (``timeout -s KILL``).
     """
     if missing_tools():
         raise ToolMissing(", ".join(missing_tools()))
-    port = port or free_port()
-    cmd = [
-        shutil.which("timeout") or "timeout",
-        "-s",
-        "KILL",
-        str(int(lifetime)),
-        str(ANVIL_BIN),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    cmd += ["--chain-id", str(chain_id), "--accounts", "10", "--mnemonic", DEV_MNEMONIC]
+    cmd = [shutil.which("timeout") or "timeout", "-s", "KILL", str(int(lifetime)), str(ANVIL_BIN)]
+    cmd += ["--host", "127.0.0.1", "--port", str(port or 0), "--chain-id", str(chain_id)]
+    cmd += ["--accounts", "10", "--mnemonic", DEV_MNEMONIC]
     if block_time is not None:
         cmd += ["--block-time", str(block_time)]
-    out = log_path.open("wb") if log_path is not None else subprocess.DEVNULL
-    # Our own binary and arguments; a session of its own so teardown kills ``timeout`` and anvil together.
-    process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # noqa: S603
-    url = f"http://127.0.0.1:{port}"
-    rpc = JsonRpc(url)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"anvil exited early with code {process.returncode}")
-            try:
-                served = int(rpc.call("eth_chainId"), 16)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("anvil did not answer within 30 s") from None
-                time.sleep(0.05)
+    with contextlib.ExitStack() as stack:
+        if log_path is None:
+            log_path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="anvil-"))) / "anvil.log"
+        out = stack.enter_context(log_path.open("wb"))
+        # Our own binary and arguments; a session of its own so teardown kills ``timeout`` and anvil together.
+        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # noqa: S603
+        stack.callback(_stop, process)
+        bound = _listening_port(process, log_path)
+        if port and bound != port:
+            raise RuntimeError(f"anvil listens on {bound}, not {port}")
+        url = f"http://127.0.0.1:{bound}"
+        rpc = JsonRpc(url)
+        stack.callback(rpc.close)
+        served = int(rpc.call("eth_chainId"), 16)
         if served != chain_id:
             raise RuntimeError(f"anvil serves chain {served}, not {chain_id}")
         yield AnvilNode(process, url, chain_id, rpc)
-    finally:
-        rpc.close()
-        _stop(process)
-        if log_path is not None and not isinstance(out, int):
-            out.close()
+
+
+_LISTENING = re.compile(rb"Listening on 127\.0\.0\.1:(\d+)")
+
+
+def _listening_port(process: subprocess.Popen[bytes], log_path: Path, timeout: float = 30.0) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = _LISTENING.search(log_path.read_bytes())
+        if found:
+            return int(found.group(1))
+        if process.poll() is not None:
+            tail = log_path.read_bytes()[-500:].decode(errors="replace")
+            raise RuntimeError(f"anvil exited early with code {process.returncode}: {tail}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"anvil did not start listening within {timeout} s")
+        time.sleep(0.05)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
