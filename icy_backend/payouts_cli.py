@@ -70,6 +70,7 @@ SHOW_FIELDS = (
     "processed_at",
 )
 CANDIDATE_FIELDS = ("txid", "status", "fee", "fee_rate", "broadcast_height", "created_at")
+ACTION_FIELDS = ("created_at", "action", "old_status", "new_status", "actor", "reason")
 
 
 def _actor_default() -> str:
@@ -103,7 +104,9 @@ def add_parser(sub: Any) -> None:
         move = actions.add_parser(name, help=text)
         move.add_argument("id", type=int)
         move.add_argument(
-            "--reason", required=name != "release", help="why (logged; keep addresses and amounts out of it)"
+            "--reason",
+            required=name != "release",
+            help="why (logged and recorded; keep addresses and amounts out of it)",
         )
         move.add_argument("--actor", default=None, help="who asks (logged; default: the OS user)")
 
@@ -147,17 +150,22 @@ async def _run(engine: Any, args: argparse.Namespace, out: TextIO) -> int:
             out.write(format_table(rows))
         return EXIT_OK
     if command == "show":
-        row, candidates = await payout_admin.get_payout(engine, args.id)
+        detail = await payout_admin.get_payout(engine, args.id)
         if args.json:
-            shown = {k: v for k, v in as_json(row).items() if k != "raw_tx"}
-            shown["candidates"] = [{k: v for k, v in as_json(c).items() if k in CANDIDATE_FIELDS} for c in candidates]
+            shown = {k: v for k, v in as_json(detail.payout).items() if k != "raw_tx"}
+            shown["candidates"] = [
+                {k: v for k, v in as_json(c).items() if k in CANDIDATE_FIELDS} for c in detail.candidates
+            ]
+            shown["operator_actions"] = [
+                {k: v for k, v in as_json(a).items() if k in ACTION_FIELDS} for a in detail.actions
+            ]
             out.write(json.dumps(shown, indent=2) + "\n")
         else:
-            out.write(format_show(row, candidates))
+            out.write(format_show(detail))
         return EXIT_OK
     actor = args.actor or _actor_default()
     if command == "release":
-        move = await payout_admin.release(engine, args.id, actor)
+        move = await payout_admin.release(engine, args.id, actor, args.reason)
     elif command == "reject":
         move = await payout_admin.reject(engine, args.id, actor, args.reason)
     else:
@@ -181,10 +189,16 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def format_show(row: dict[str, Any], candidates: list[dict[str, Any]]) -> str:
+def format_show(detail: payout_admin.PayoutDetail) -> str:
     width = max(len(f) for f in SHOW_FIELDS)
-    lines = [f"{name.ljust(width)}  {as_text(row[name])}" for name in SHOW_FIELDS]
-    lines.append(f"candidates ({len(candidates)}):")
-    for c in candidates:
+    lines = [f"{name.ljust(width)}  {as_text(detail.payout[name])}" for name in SHOW_FIELDS]
+    lines.append(f"candidates ({len(detail.candidates)}):")
+    for c in detail.candidates:
         lines.append("  " + "  ".join(f"{f}={as_text(c[f])}" for f in CANDIDATE_FIELDS))
+    lines.append(f"operator actions ({len(detail.actions)}):")
+    for a in detail.actions:
+        why = f": {a['reason']}" if a["reason"] else ""
+        lines.append(
+            f"  {as_text(a['created_at'])}  {a['action']} {a['old_status']} -> {a['new_status']} by {a['actor']}{why}"
+        )
     return "\n".join(lines) + "\n"

@@ -216,6 +216,21 @@ indexer_checkpoints = Table(
     PrimaryKeyConstraint("name", "block_number"),
 )
 
+# One row per operator move of a payout (``icy-backend payouts release|reject|hold``), written in the move's
+# transaction. No foreign key: the record outlives a payout deleted by a reorg.
+payout_operator_actions = Table(
+    "payout_operator_actions",
+    metadata,
+    Column("id", PK, primary_key=True, autoincrement=True),
+    Column("payout_id", PK, nullable=False, index=True),
+    Column("action", String(16), nullable=False),
+    Column("old_status", String(16), nullable=False),
+    Column("new_status", String(16), nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False, default=utcnow),
+)
+
 ALL_TABLES = (
     icy_locked_treasuries,
     onchain_btc_transactions,
@@ -226,4 +241,5 @@ ALL_TABLES = (
     swap_requests,
     indexer_cursors,
     indexer_checkpoints,
+    payout_operator_actions,
 )

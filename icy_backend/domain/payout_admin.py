@@ -10,7 +10,8 @@ Reads for ``list``/``show``, and three compare-and-set moves:
   cannot be held.
 
 Each move is one ``UPDATE … WHERE id = :id AND status = :expected``: a payout that moved meanwhile (another
-operator, the payout processor) is refused and left as it is. Every move is logged at INFO with who asked and the
+operator, the payout processor) is refused and left as it is. A move that took effect is recorded in
+``payout_operator_actions`` (who, when, why) in the same transaction, and logged at INFO with who asked and the
 payout id only — no address, no amount.
 """
 
@@ -22,10 +23,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from icy_backend.db.tables import PAYOUT_STATUSES, btc_payout_candidates
+from icy_backend.db.tables import PAYOUT_STATUSES, btc_payout_candidates, payout_operator_actions
 from icy_backend.db.tables import onchain_btc_processed_transactions as T
 from icy_backend.db.types import utcnow
 from icy_backend.domain.row_machine import move_row
@@ -99,22 +100,46 @@ async def list_payouts(engine: AsyncEngine, status: str | None = None, limit: in
         return [dict(row) for row in (await conn.execute(query)).mappings()]
 
 
-async def get_payout(engine: AsyncEngine, payout_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One payout and its transaction candidates (oldest first); :class:`PayoutNotFound` when absent."""
-    C = btc_payout_candidates
+@dataclass(frozen=True)
+class PayoutDetail:
+    """One payout, its transaction candidates and the operators' moves of it (both oldest first)."""
+
+    payout: dict[str, Any]
+    candidates: list[dict[str, Any]]
+    actions: list[dict[str, Any]]
+
+
+async def get_payout(engine: AsyncEngine, payout_id: int) -> PayoutDetail:
+    """One payout with its candidates and operator actions; :class:`PayoutNotFound` when absent."""
+    C, A = btc_payout_candidates, payout_operator_actions
     async with engine.connect() as conn:
         row = (await conn.execute(select(T).where(T.c.id == payout_id))).mappings().first()
         if row is None:
             raise PayoutNotFound(payout_id)
         candidates = (await conn.execute(select(C).where(C.c.payout_id == payout_id).order_by(C.c.id))).mappings().all()
-    return dict(row), [dict(c) for c in candidates]
+        actions = (await conn.execute(select(A).where(A.c.payout_id == payout_id).order_by(A.c.id))).mappings().all()
+    return PayoutDetail(dict(row), [dict(c) for c in candidates], [dict(a) for a in actions])
 
 
-async def _move(engine: AsyncEngine, payout_id: int, action: str, actor: str, **values: Any) -> Move:
+async def _move(
+    engine: AsyncEngine, payout_id: int, action: str, actor: str, reason: str | None, **values: Any
+) -> Move:
     rule = _RULES[action]
     async with engine.begin() as conn:
         moved = await move_row(conn, T, payout_id, rule.expected, status=rule.new, **values)
-        if not moved:
+        if moved:
+            await conn.execute(
+                insert(payout_operator_actions).values(
+                    payout_id=payout_id,
+                    action=action,
+                    old_status=rule.expected,
+                    new_status=rule.new,
+                    actor=actor[:64],
+                    reason=clean_reason(reason) if reason else None,
+                    created_at=utcnow(),
+                )
+            )
+        else:
             current = await conn.scalar(select(T.c.status).where(T.c.id == payout_id))
     if not moved:
         if current is None:
@@ -126,23 +151,23 @@ async def _move(engine: AsyncEngine, payout_id: int, action: str, actor: str, **
     return Move(payout_id, action, rule.expected, rule.new)
 
 
-async def release(engine: AsyncEngine, payout_id: int, actor: str) -> Move:
+async def release(engine: AsyncEngine, payout_id: int, actor: str, reason: str | None = None) -> Move:
     """``held → pending``: the payout processor pays it on its next run (within the daily limit)."""
-    move = await _move(engine, payout_id, "release", actor, released_at=utcnow(), failure_reason=None)
+    move = await _move(engine, payout_id, "release", actor, reason, released_at=utcnow(), failure_reason=None)
     log.info("payout %d: held -> pending (released by %s)", payout_id, actor)
     return move
 
 
 async def reject(engine: AsyncEngine, payout_id: int, actor: str, reason: str) -> Move:
     """``held → failed`` with ``failure_reason = "rejected"``: it is never paid."""
-    move = await _move(engine, payout_id, "reject", actor, failure_reason=REJECTED, processed_at=utcnow())
+    move = await _move(engine, payout_id, "reject", actor, reason, failure_reason=REJECTED, processed_at=utcnow())
     log.info("payout %d: held -> failed (%s by %s: %s)", payout_id, REJECTED, actor, clean_reason(reason))
     return move
 
 
 async def hold(engine: AsyncEngine, payout_id: int, actor: str, reason: str) -> Move:
     """``pending → held`` with ``hold_reason = "operator"``: nothing is built for it until it is released."""
-    move = await _move(engine, payout_id, "hold", actor, hold_reason=OPERATOR_HOLD)
+    move = await _move(engine, payout_id, "hold", actor, reason, hold_reason=OPERATOR_HOLD)
     log.info("payout %d: pending -> held (%s, by %s: %s)", payout_id, OPERATOR_HOLD, actor, clean_reason(reason))
     return move
 

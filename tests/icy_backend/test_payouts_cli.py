@@ -3,6 +3,7 @@ exit codes, and INFO log lines that name who asked but never an address or an am
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -177,6 +178,7 @@ async def test_show_prints_the_payout_and_its_candidates(db: Db) -> None:
     assert fields["total"] == str(TOTAL)
     assert fields["btc_address"] == ADDRESS
     assert "candidates (1):" in out
+    assert "operator actions (0):" in out
     assert f"txid={'cd' * 32}  status=active  fee=1410  fee_rate=10  broadcast_height=7" in out
     assert "00" * 100 not in out  # raw transactions are not printed
     code, out, _ = await cli(db, "show", str(payout_id), "--json")
@@ -363,3 +365,41 @@ async def test_exit_codes_of_the_real_command(tmp_path: Path) -> None:
     done = await anyio.to_thread.run_sync(lambda: _run_cli(env, "show", str(held), cwd=tmp_path))
     assert done.returncode == 0
     assert ADDRESS in done.stdout
+
+
+# ---- the record of who did what -------------------------------------------------------------------------------
+
+
+async def test_every_move_is_recorded_with_who_when_and_why_refusals_are_not(db: Db) -> None:
+    payout_id = await add(db.engine, 13, "pending")
+    assert (await cli(db, "hold", str(payout_id), "--reason", "key\treview", "--actor", "alice"))[0] == 0
+    assert (await cli(db, "release", str(payout_id), "--actor", "bob"))[0] == 0
+    assert (await cli(db, "release", str(payout_id), "--actor", "carol"))[0] == 1  # refused: not recorded
+    code, out, _ = await cli(db, "show", str(payout_id), "--json")
+    assert code == 0
+    actions = json.loads(out)["operator_actions"]
+    assert [(a["action"], a["old_status"], a["new_status"], a["actor"], a["reason"]) for a in actions] == [
+        ("hold", "pending", "held", "alice", "key review"),
+        ("release", "held", "pending", "bob", None),
+    ]
+    assert all(a["created_at"].endswith("Z") for a in actions)
+    code, out, _ = await cli(db, "show", str(payout_id))
+    lines = out.splitlines()
+    at = lines.index("operator actions (2):")
+    assert lines[at + 1].endswith("hold pending -> held by alice: key review")
+    assert lines[at + 2].endswith("release held -> pending by bob")
+
+
+async def test_the_record_is_written_with_the_move_or_not_at_all(db: Db) -> None:
+    """Concurrent moves: exactly one record, the winner's."""
+    payout_id = await add(db.engine, 14, "held", hold_reason="over_limit")
+
+    async def attempt(n: int) -> None:
+        with contextlib.suppress(MoveRefused):
+            await payout_admin.reject(db.engine, payout_id, f"op{n}", "race")
+
+    async with anyio.create_task_group() as tg:
+        for n in range(6):
+            tg.start_soon(attempt, n)
+    detail = await payout_admin.get_payout(db.engine, payout_id)
+    assert [a["action"] for a in detail.actions] == ["reject"]

@@ -156,3 +156,41 @@ async def test_upgrade_migrates_rows_of_the_previous_revision(tmp_path: Path) ->
         assert result["swaps"] == [(3, 0), (7, 1)]
         # A swap request in flight keeps its transaction and has replaced none (revision 0004).
         assert result["requests"] == [(1, "sending", _TX, None)]
+
+
+async def _upgrade_0004_then_move(engine: AsyncEngine) -> list[tuple[Any, ...]]:
+    """A held payout of revision 0004 can be released after the upgrade, and the release is recorded."""
+    from icy_backend.domain import payout_admin
+
+    await upgrade(engine, "0004")
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO onchain_btc_processed_transactions (id, swap_transaction_hash, swap_event_index,"
+                " btc_address, subtotal, service_fee, total, status, hold_reason, attempts, created_at, updated_at)"
+                " VALUES (1, :h, 0, 'tb1qexample', '10000', '3000', '7000', 'held', 'over_limit', 0, :now, :now)"
+            ).bindparams(bindparam("now", type_=UTCDateTime())),
+            {"h": _TX, "now": _NOW},
+        )
+    await upgrade(engine)
+    await payout_admin.release(engine, 1, "ops", "checked")
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text("SELECT payout_id, action, old_status, new_status, actor, reason FROM payout_operator_actions")
+            )
+        ).all()
+    await engine.dispose()
+    return [tuple(r) for r in rows]
+
+
+async def test_upgrade_to_operator_actions_keeps_payouts_movable(tmp_path: Path) -> None:
+    settings = load_settings({}, env_file=None)
+    sqlite = await _upgrade_0004_then_move(make_engine(settings, f"sqlite+aiosqlite:///{tmp_path}/a.sqlite3"))
+    name = unique_db_name("icy_migrate_actions")
+    pg_url = await recreate_database(name)
+    try:
+        pg = await _upgrade_0004_then_move(make_engine(settings, pg_url))
+    finally:
+        await drop_database(name)
+    assert sqlite == pg == [(1, "release", "held", "pending", "ops", "checked")]
