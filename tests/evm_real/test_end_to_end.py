@@ -125,7 +125,7 @@ async def test_a_reverted_swap_creates_nothing(anvil_world: AnvilWorld) -> None:
     assert await rows(anvil_world, payouts) == []
 
 
-async def _request_swap(world: AnvilWorld, icy: int, address: str) -> str:
+async def request_swap(world: AnvilWorld, icy: int, address: str) -> str:
     """A user sends ``icy`` to the signer wallet on anvil and asks the service to swap it; the ICY tx hash."""
     chain = world.chain
     user = fund_user(chain, 3, icy)
@@ -151,7 +151,7 @@ async def test_swap_request_is_sent_by_the_signer_wallet_mined_by_anvil_and_paid
     anvil.approve(chain.signer, chain.stack.icy, chain.stack.swap)
     signer_nonce = int(chain.rpc.call("eth_getTransactionCount", chain.signer.address, "latest"), 16)
     address = recipient(9)
-    await _request_swap(anvil_world, 300 * ICY, address)
+    await request_swap(anvil_world, 300 * ICY, address)
 
     job = make_swap_request_job(
         anvil_world.engine, anvil_world.clients, anvil_world.settings, anvil_world.metrics, anvil_world.oracle
@@ -196,7 +196,7 @@ async def test_without_the_signer_allowance_the_request_waits_and_sends_nothing(
     """A real EVM refuses transferFrom without allowance: the node's gas estimate reverts, the request stays
     pending with a reason, and no transaction leaves the signer wallet (no approve is sent either)."""
     chain = anvil_world.chain
-    await _request_swap(anvil_world, 300 * ICY, recipient(10))
+    await request_swap(anvil_world, 300 * ICY, recipient(10))
     job = make_swap_request_job(
         anvil_world.engine, anvil_world.clients, anvil_world.settings, anvil_world.metrics, anvil_world.oracle
     )
