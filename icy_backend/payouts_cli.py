@@ -122,7 +122,7 @@ async def run(
     if getattr(args, "limit", 1) < 1:
         err.write("icy-backend payouts: --limit must be at least 1\n")
         return EXIT_USAGE
-    engine = make_engine(settings)
+    engine = make_engine(settings, _database_url(settings, err))
     try:
         return await _run(engine, args, out)
     except PayoutNotFound as exc:
@@ -138,6 +138,17 @@ async def run(
         return EXIT_DATABASE
     finally:
         await engine.dispose()
+
+
+def _database_url(settings: Settings, err: TextIO) -> str:
+    """The database ``serve`` uses with these settings: in sandbox mode without a configured database, the sandbox's
+    own file (``serve`` empties it at each start)."""
+    if settings.sandbox_enabled and not ({"DATABASE_URL", "DB_HOST"} & settings.model_fields_set):
+        from icy_backend.sandbox import SANDBOX_DB_FILE
+
+        err.write(f"icy-backend payouts: sandbox mode: using the sandbox database ./{SANDBOX_DB_FILE}\n")
+        return f"sqlite+aiosqlite:///./{SANDBOX_DB_FILE}"
+    return settings.database_url
 
 
 async def _run(engine: Any, args: argparse.Namespace, out: TextIO) -> int:

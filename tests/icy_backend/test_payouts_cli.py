@@ -403,3 +403,23 @@ async def test_the_record_is_written_with_the_move_or_not_at_all(db: Db) -> None
             tg.start_soon(attempt, n)
     detail = await payout_admin.get_payout(db.engine, payout_id)
     assert [a["action"] for a in detail.actions] == ["reject"]
+
+
+async def test_in_sandbox_mode_it_reads_the_database_serve_uses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from icy_backend.sandbox import SANDBOX_DB_FILE
+
+    monkeypatch.chdir(tmp_path)
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / SANDBOX_DB_FILE}")
+    await upgrade(engine)
+    held = await add(engine, 15, "held", hold_reason="over_limit")
+    await engine.dispose()
+    settings = Settings(_env_file=None, APP_ENV="local")
+    assert settings.sandbox_enabled
+    out, err = io.StringIO(), io.StringIO()
+    code = await payouts_cli.run(settings, build_parser().parse_args(["payouts", "list"]), out, err)
+    assert code == 0, err.getvalue()
+    assert [line.split()[0] for line in out.getvalue().splitlines()[1:-1]] == [str(held)]
+    assert "sandbox mode" in err.getvalue()
+    assert not (tmp_path / "icy_backend.sqlite3").exists()
