@@ -102,6 +102,10 @@ class LeaderLock:
         self.lost = False
         self._proved_at = 0.0
 
+    def proven(self) -> bool:
+        """Whether a proof succeeded within ``fence_after`` (only meaningful while leading)."""
+        return anyio.current_time() - self._proved_at < self.fence_after
+
     async def aclose(self) -> None:
         await self.lock_engine.dispose()
 

@@ -83,6 +83,8 @@ class JobRuntime:
                 proof_interval=min(PROOF_INTERVAL_SECONDS, settings.INDEX_INTERVAL),
                 connect_timeout=settings.DB_CONNECT_TIMEOUT_SECONDS,
             )
+        if self.leader is not None:
+            self.scheduler.may_start = self.leader.proven
         self._role: Role = "standby" if self.leader is not None else "single"
         # When some replica was last known to hold the leader lock (monotonic): this one while it leads, or
         # another one whose session made this replica's pg_try_advisory_lock fail. Starts at construction so

@@ -12,7 +12,7 @@ import logging
 import re
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import anyio
@@ -73,6 +73,8 @@ class Scheduler:
         self._active = False
         self._last_watchdog = time.monotonic()
         self._secrets = [d.webhook_url for d in self.definitions.values() if d.webhook_url]
+        # Checked before every run starts; the job runtime sets it to the leader lock's proof (SPEC §8 fencing).
+        self.may_start: Callable[[], bool] = lambda: True
 
     # ---- liveness -------------------------------------------------------------------------------------
 
@@ -146,6 +148,10 @@ class Scheduler:
                 self.metrics.job_runs.labels(name, "skipped").inc()
                 self.board.run_skipped(name)
                 log.info("job %s is still running; tick skipped", name)
+            elif not self.may_start():
+                # Fenced: leadership is no longer proven (e.g. the event loop was blocked past the fence and
+                # this tick woke before the fence timer). Start nothing; the fence cancels us in a moment.
+                log.warning("job %s not started: leadership not proven", name)
             else:
                 self._running.add(name)
                 tg.start_soon(self._run_once, pings_tg, definition)

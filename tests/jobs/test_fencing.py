@@ -160,3 +160,29 @@ async def test_frozen_leader_stops_before_postgres_frees_the_lock_and_a_standby_
             assert a.last_work is not None and b.first_work is not None
             assert a.last_work < seen["a_stopped"] < seen["freed"] <= b.first_work
             assert await lock_holder_pid(admin, key) == b.leader.backend_pid
+
+
+@pytest.mark.anyio
+async def test_no_run_starts_once_leadership_is_unproven_even_before_the_fence_fires() -> None:
+    """An event loop blocked past the fence wakes the job loops and the fence timer together: the loops must not
+    start runs in between. Simulated by ageing the last proof while the fence timer still sleeps."""
+    require_pg()
+    replica = Replica("a", PG_URL, random.randint(1, 2**62))
+    starts: list[float] = []
+    replica.runtime.scheduler.definitions["short"] = job("short", lambda ctx: _record(starts), interval=0.05)
+    try:
+        async with running(replica.runtime):
+            await wait_for(lambda: replica.runtime.role == "leader", timeout=10)
+            await wait_for(lambda: len(starts) >= 2)
+            replica.leader._proved_at -= FENCE_AFTER_SECONDS  # the fence timer sleeps until its old deadline
+            assert not replica.leader.proven()
+            aged = len(starts)
+            await anyio.sleep(0.5)
+            assert len(starts) <= aged + 1  # at most a run already starting; none after
+            assert replica.runtime.role == "leader"  # the fence itself has not fired yet
+    finally:
+        await replica.engine.dispose()
+
+
+async def _record(starts: list[float]) -> None:
+    starts.append(time.monotonic())
