@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,10 +159,44 @@ def _text_int(service: str, op: str, response: httpx.Response) -> int:
     return int(text)
 
 
+# Esplora passes bitcoind's refusal through: ``sendrawtransaction RPC error: {"code":-26,"message":"…"}``.
+_REFUSAL = re.compile(r"^sendrawtransaction RPC error: (\{.*\})$", re.DOTALL)
+
+
+class MalformedRefusal(UpstreamHTTPStatus):
+    """A 400 answer to a broadcast whose body is not Esplora's refusal format: the upstream is broken (a
+    breaker failure, retried next run), never a verdict on the transaction."""
+
+    def __init__(self, service: str, status_code: int = 400) -> None:
+        super().__init__(service, status_code)
+        self.error_class = "invalid_response"
+
+    @property
+    def is_failure(self) -> bool:
+        return True
+
+
+def refusal_reason(body: str) -> str | None:
+    """The node's ``message`` from an Esplora refusal body, or None when the body is not in that format."""
+    match = _REFUSAL.match(body.strip())
+    if match is None:
+        return None
+    try:
+        data = json.loads(match.group(1))
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("message"), str) or not isinstance(data.get("code"), int):
+        return None
+    return str(data["message"])
+
+
 class _EsploraUpstream(Upstream):
     def status_error(self, response: httpx.Response) -> UpstreamHTTPStatus:
         if response.status_code == 400 and response.request.method == "POST":
-            return BroadcastRejected(self.service, response.text.strip()[:500])
+            reason = refusal_reason(response.text)
+            if reason is None:
+                return MalformedRefusal(self.service)
+            return BroadcastRejected(self.service, reason[:500])
         return super().status_error(response)
 
 
@@ -220,6 +257,8 @@ class EsploraClient:
             for key, value in data.items():
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     raise ValueError("expected a number")
+                if not str(key).isdigit() or not math.isfinite(value) or value < 0:
+                    raise ValueError("expected block targets and non-negative finite rates")
                 out[str(key)] = float(value)
             return out
 
@@ -235,6 +274,17 @@ class EsploraClient:
             return parse_status(response_json(SERVICE, op, r))
 
         return await self.upstream.call(op, Request("GET", f"/tx/{txid}/status"), parse, accept=_NOT_FOUND)
+
+    async def tx(self, txid: str) -> EsploraTx | None:
+        """The transaction, or ``None`` when the node does not know it (404)."""
+        op = "tx"
+
+        def parse(r: httpx.Response) -> EsploraTx | None:
+            if r.status_code == 404:
+                return None
+            return parse_tx(response_json(SERVICE, op, r))
+
+        return await self.upstream.call(op, Request("GET", f"/tx/{txid}"), parse, accept=_NOT_FOUND)
 
     async def outspend(self, txid: str, vout: int) -> Outspend:
         op = "outspend"

@@ -27,16 +27,6 @@ class TransactionFilter:
     status: str | None = None
 
 
-def _first_swap() -> Any:
-    # A transaction may in principle hold several Swap logs; join each payout to the first one only, so a
-    # payout is never listed twice.
-    return (
-        select(swaps.c.transaction_hash, func.min(swaps.c.log_index).label("log_index"))
-        .group_by(swaps.c.transaction_hash)
-        .subquery("first_swap")
-    )
-
-
 def _conditions(filt: TransactionFilter) -> list[ColumnElement[bool]]:
     conds: list[ColumnElement[bool]] = []
     if filt.btc_address:
@@ -54,13 +44,14 @@ def _conditions(filt: TransactionFilter) -> list[ColumnElement[bool]]:
 
 
 def _joined(stmt: Select[Any]) -> Select[Any]:
-    first = _first_swap()
+    # A payout is owed by one Swap event: (transaction hash, event index within that transaction). A
+    # transaction with several Swap events has several payouts, each joined to its own event.
     return stmt.select_from(
-        payouts.outerjoin(first, first.c.transaction_hash == payouts.c.swap_transaction_hash).outerjoin(
+        payouts.outerjoin(
             swaps,
             and_(
-                swaps.c.transaction_hash == first.c.transaction_hash,
-                swaps.c.log_index == first.c.log_index,
+                swaps.c.transaction_hash == payouts.c.swap_transaction_hash,
+                swaps.c.event_index == payouts.c.swap_event_index,
             ),
         )
     )
@@ -117,6 +108,7 @@ def row_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "id": int(row["id"]),
         "btc_transaction_hash": row["btc_transaction_hash"],
         "swap_transaction_hash": row["swap_transaction_hash"],
+        "swap_event_index": int(row["swap_event_index"]),
         "btc_address": row["btc_address"],
         "subtotal": _amount(row["subtotal"]),
         "service_fee": _amount(row["service_fee"]),
@@ -124,6 +116,10 @@ def row_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "network_fee": _amount(row["network_fee"]) if row["network_fee"] is not None else "0",
         "total": _amount(row["total"]),
         "status": row["status"],
+        # Of the candidate named by btc_transaction_hash (the confirmed one, or the newest while none is).
+        "confirmations": int(row["confirmations"] or 0),
+        "failure_reason": row["failure_reason"],
+        "hold_reason": row["hold_reason"],
         "processed_at": rfc3339(row["processed_at"]),
         "created_at": rfc3339(row["created_at"]),
         "updated_at": rfc3339(row["updated_at"]),

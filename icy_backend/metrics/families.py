@@ -23,10 +23,33 @@ HEALTH_DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 HTTP_METHOD_LABELS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER")
 
 BREAKER_STATE_VALUE = {"closed": 0, "half_open": 1, "open": 2}
-# btc_payout counts pending + broadcasting payouts; btc_broadcasting the broadcasting ones alone (a stuck
-# broadcast needs a person); swap_request the swap requests not yet completed or failed.
 REORG_CHAINS = ("icy", "icy_swap")
-PENDING_TRANSACTION_TYPES = ("btc_payout", "btc_broadcasting", "swap_request")
+# btc_payout counts the payouts still to be paid (pending + broadcasting + confirming; held ones are not);
+# btc_broadcasting, btc_confirming and btc_held count those states alone; btc_daily_limit the pending payouts
+# waiting for room under BTC_PAYOUT_DAILY_LIMIT_SATS; swap_request the swap requests not yet completed or failed.
+PENDING_TRANSACTION_TYPES = (
+    "btc_payout",
+    "btc_broadcasting",
+    "btc_confirming",
+    "btc_held",
+    "btc_daily_limit",
+    "swap_request",
+)
+PAYOUT_BUMP_OUTCOMES = ("replaced", "capped")
+# Reason classes of payouts that end ``failed`` (bounded: the payout state machine only uses these).
+PAYOUT_FAILURE_REASONS = (
+    "below_dust",
+    "invalid_address",
+    "wrong_network",
+    "script_verify_failed",
+    "bad_txns",
+    "dust",
+    "scriptpubkey",
+    "tx_size",
+    "other",
+)
+# Why a pending payout was not sent this run (conditions that clear by themselves).
+PAYOUT_DEFERRAL_REASONS = ("daily_limit", "insufficient_funds", "fee_cap_exceeded", "no_fee_estimate", "upstream")
 
 
 class Metrics:
@@ -124,12 +147,43 @@ class Metrics:
         )
         self.pending_transactions = Gauge(
             "icy_backend_pending_transactions",
-            "Rows waiting to be processed, by type (btc_payout, swap_request).",
+            "Rows waiting to be processed, by type (btc_payout, btc_broadcasting, btc_confirming, btc_held, ...).",
             ("transaction_type",),
             registry=r,
         )
         for kind in PENDING_TRANSACTION_TYPES:
             self.pending_transactions.labels(kind).set(0)
+        # Payouts (SPEC §6): age of the oldest unconfirmed one, fee bumps, failures, deferrals.
+        self.payout_oldest_unconfirmed = Gauge(
+            "icy_backend_payout_oldest_unconfirmed_seconds",
+            "Age of the oldest payout broadcast but not yet completed (0 when none).",
+            registry=r,
+        )
+        self.payout_fee_bumps = Counter(
+            "icy_backend_payout_fee_bumps_total",
+            "Fee bumps of payouts, by outcome (replaced: a higher-fee candidate was accepted; capped: the fee cap "
+            "stopped a bump).",
+            ("outcome",),
+            registry=r,
+        )
+        for outcome in PAYOUT_BUMP_OUTCOMES:
+            self.payout_fee_bumps.labels(outcome)
+        self.payouts_failed = Counter(
+            "icy_backend_payouts_failed_total",
+            "Payouts that ended failed, by reason class.",
+            ("reason",),
+            registry=r,
+        )
+        for reason in PAYOUT_FAILURE_REASONS:
+            self.payouts_failed.labels(reason)
+        self.payout_deferrals = Counter(
+            "icy_backend_payout_deferrals_total",
+            "Pending payouts left pending by a run, by reason class (daily_limit, insufficient_funds, ...).",
+            ("reason",),
+            registry=r,
+        )
+        for reason in PAYOUT_DEFERRAL_REASONS:
+            self.payout_deferrals.labels(reason)
         # Business
         self.business_operations = Counter(
             "icy_backend_business_operations_total",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from icy_backend import __version__
+from icy_backend.db.tables import PAYOUT_STATUSES
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -160,17 +161,41 @@ SCHEMAS: dict[str, Any] = {
     },
     "Transaction": {
         "type": "object",
-        "required": ["id", "swap_transaction_hash", "btc_address", "subtotal", "service_fee", "total", "status"],
+        "required": [
+            "id",
+            "swap_transaction_hash",
+            "swap_event_index",
+            "btc_address",
+            "subtotal",
+            "service_fee",
+            "total",
+            "status",
+            "confirmations",
+        ],
         "properties": {
             "id": {"type": "integer"},
-            "btc_transaction_hash": {"type": ["string", "null"]},
+            "btc_transaction_hash": {
+                "type": ["string", "null"],
+                "description": "The candidate transaction that confirmed, or the newest one while none has",
+            },
             "swap_transaction_hash": {"type": "string"},
+            "swap_event_index": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Position of the paying Swap event among the Swap events of its transaction",
+            },
             "btc_address": {"type": "string"},
             "subtotal": _STRING_INT,
             "service_fee": _STRING_INT,
             "network_fee": _STRING_INT,
             "total": _STRING_INT,
-            "status": {"type": "string", "enum": ["pending", "broadcasting", "completed", "failed"]},
+            "status": {"type": "string", "enum": list(PAYOUT_STATUSES)},
+            "confirmations": {"type": "integer", "minimum": 0, "description": "0 while unconfirmed"},
+            "failure_reason": {
+                "type": ["string", "null"],
+                "description": "Short class (e.g. below_dust, daily_limit, insufficient_funds), never free text",
+            },
+            "hold_reason": {"type": ["string", "null"], "enum": ["over_limit", "price_outlier", None]},
             "processed_at": {"type": ["string", "null"], "format": "date-time"},
             "created_at": {"type": "string", "format": "date-time"},
             "updated_at": {"type": "string", "format": "date-time"},
@@ -299,7 +324,7 @@ PATHS: dict[str, Any] = {
                 _query("evm_address", {"type": "string"}, "Swap sender (case-insensitive)"),
                 _query(
                     "status",
-                    {"type": "string", "enum": ["pending", "broadcasting", "completed", "failed"]},
+                    {"type": "string", "enum": list(PAYOUT_STATUSES)},
                     "Payout status",
                 ),
             ],

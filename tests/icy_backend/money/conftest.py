@@ -31,7 +31,7 @@ from icy_backend.clients.evm import EvmRpcClient
 from icy_backend.clients.factory import Clients
 from icy_backend.clients.prices import PriceClient
 from icy_backend.clients.webhook import WebhookClient
-from icy_backend.db.tables import onchain_btc_processed_transactions
+from icy_backend.db.tables import btc_payout_candidates, onchain_btc_processed_transactions
 from icy_backend.domain.oracle import OracleService
 from icy_backend.domain.wallet import wallet_from_wif
 from icy_backend.http.responses import ApiError
@@ -106,7 +106,15 @@ class BtcWorld:
             self.esplora_sim.fund(self.wallet_address, value)
 
     def paid_to(self, address: str) -> list[dict[str, Any]]:
+        """Every output to ``address`` the simulated node ever accepted (any status)."""
         return [p for p in self.esplora_sim.payments() if p["address"] == address]
+
+    def confirmed_to(self, address: str) -> list[dict[str, Any]]:
+        """Payments to ``address`` confirmed on the final chain: "paid once" means exactly one of these."""
+        return [p for p in self.paid_to(address) if p["status"] == "confirmed"]
+
+    def mine(self, blocks: int = 1, min_fee_rate: float = 0.0) -> int:
+        return self.esplora_sim.mine(blocks, min_fee_rate)
 
 
 @pytest.fixture
@@ -119,8 +127,17 @@ async def world() -> AsyncIterator[BtcWorld]:
         await http.aclose()
 
 
-async def add_payout(engine: AsyncEngine, n: int, address: str, total: int, *, service_fee: int = 3000) -> int:
-    """Insert a pending payout row as the swap indexer would; returns its id."""
+async def add_payout(
+    engine: AsyncEngine,
+    n: int,
+    address: str,
+    total: int,
+    *,
+    service_fee: int = 3000,
+    status: str = "pending",
+    hold_reason: str | None = None,
+) -> int:
+    """Insert a payout row as the swap indexer would (pending, or held); returns its id."""
     async with engine.begin() as conn:
         result = await conn.execute(
             insert(onchain_btc_processed_transactions).values(
@@ -129,7 +146,8 @@ async def add_payout(engine: AsyncEngine, n: int, address: str, total: int, *, s
                 subtotal=total + service_fee,
                 service_fee=service_fee,
                 total=total,
-                status="pending",
+                status=status,
+                hold_reason=hold_reason,
                 attempts=0,
             )
         )
@@ -141,6 +159,14 @@ async def payout_row(engine: AsyncEngine, row_id: int) -> dict[str, Any]:
     async with engine.connect() as conn:
         row = (await conn.execute(select(T).where(T.c.id == row_id))).mappings().one()
     return dict(row)
+
+
+async def payout_candidates(engine: AsyncEngine, row_id: int) -> list[dict[str, Any]]:
+    """The payout's candidates, oldest first."""
+    C = btc_payout_candidates
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(C).where(C.c.payout_id == row_id).order_by(C.c.id))).mappings().all()
+    return [dict(r) for r in rows]
 
 
 # ---------------------------------------------------------------- the full world: both chains, oracle, app

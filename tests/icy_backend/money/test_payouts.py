@@ -17,7 +17,15 @@ from icy_backend.domain.btc_tx import CHANGE_DUST, Utxo, build_payout
 from icy_backend.domain.payouts import PayoutProcessor
 from icy_backend.domain.wallet import wallet_from_wif
 from icy_backend.sim.faults import Fault
-from tests.icy_backend.money.conftest import WIF, BtcWorld, add_payout, make_settings, payout_row, recipient
+from tests.icy_backend.money.conftest import (
+    WIF,
+    BtcWorld,
+    add_payout,
+    make_settings,
+    payout_candidates,
+    payout_row,
+    recipient,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -38,18 +46,23 @@ async def test_happy_path_pays_each_row_once(world: BtcWorld, engine: AsyncEngin
     ids = [await add_payout(engine, n, recipient(n), 50_000 + n) for n in range(3)]
     proc = processor(world, engine)
     report = await proc.run()
+    assert report.completed == []  # accepted by the mempool is not paid
+    assert sorted(report.sent) == ids
+    world.mine()
+    report = await proc.run()
     assert sorted(report.completed) == ids
     for n, row_id in enumerate(ids):
         row = await payout_row(engine, row_id)
         assert row["status"] == "completed"
         assert row["processed_at"] is not None
         assert row["network_fee"] > 0
-        paid = world.paid_to(recipient(n))
+        assert row["confirmations"] == 1
+        paid = world.confirmed_to(recipient(n))
         assert [(p["txid"], p["value"]) for p in paid] == [(row["btc_transaction_hash"], 50_000 + n)]
-    world.esplora_sim.mine()
+    world.mine()
     again = await proc.run()
     assert again.completed == []
-    assert len(world.esplora_sim.payments()) == len(world.esplora_sim.accepted)  # one payment each; change is not one
+    assert len(world.esplora_sim.payments()) == 3  # change goes back to the wallet and is no payment
 
 
 async def test_broadcast_timeout_is_reconciled_without_second_payment(world: BtcWorld, engine: AsyncEngine) -> None:
@@ -63,12 +76,16 @@ async def test_broadcast_timeout_is_reconciled_without_second_payment(world: Btc
     assert row["status"] == "broadcasting"
     assert len(world.paid_to(recipient(1))) == 1  # the node has it
     world.esplora_sim.faults.clear()
+    await proc.run()
+    assert (await payout_row(engine, row_id))["status"] == "confirming"
+    world.mine()
     second = await proc.run()
     assert second.completed == [row_id]
     final = await payout_row(engine, row_id)
     assert final["status"] == "completed"
     assert final["btc_transaction_hash"] == row["btc_transaction_hash"]
     assert len(world.paid_to(recipient(1))) == 1
+    assert len(world.confirmed_to(recipient(1))) == 1
 
 
 async def test_inputs_spent_elsewhere_goes_back_to_pending_and_is_paid_once(
@@ -83,16 +100,26 @@ async def test_inputs_spent_elsewhere_goes_back_to_pending_and_is_paid_once(
     assert stored["status"] == "broadcasting"
     assert world.paid_to(recipient(2)) == []
     world.esplora_sim.faults.clear()
-    # While the inputs are unspent, reconciliation re-broadcasts the same tx; here they get spent first.
+    # While the inputs are unspent, reconciliation re-broadcasts the same tx; here they get spent first, by a
+    # transaction mined at once (1 confirmation).
     world.esplora_sim.spend_inputs_elsewhere(stored["raw_tx"])
-    report = await proc.run()
+    for _ in range(5):  # 1..5 confirmations: not yet a proof
+        report = await proc.run()
+        assert report.returned_to_pending == []
+        assert (await payout_row(engine, row_id))["status"] == "broadcasting"
+        assert len(await payout_candidates(engine, row_id)) == 1
+        world.mine()
+    report = await proc.run()  # 6 confirmations: no candidate can ever confirm
     assert report.returned_to_pending == [row_id]
-    assert report.completed == [row_id]
+    assert report.sent == [row_id]
+    world.mine()
+    assert (await proc.run()).completed == [row_id]
     final = await payout_row(engine, row_id)
     assert final["status"] == "completed"
     assert final["btc_transaction_hash"] != stored["btc_transaction_hash"]
-    paid = world.paid_to(recipient(2))
+    paid = world.confirmed_to(recipient(2))
     assert [(p["txid"], p["value"]) for p in paid] == [(final["btc_transaction_hash"], 60_000)]
+    assert [c["status"] for c in await payout_candidates(engine, row_id)] == ["dead", "active"]
 
 
 async def test_mempool_conflict_is_not_a_proof(world: BtcWorld, engine: AsyncEngine) -> None:
@@ -110,9 +137,9 @@ async def test_mempool_conflict_is_not_a_proof(world: BtcWorld, engine: AsyncEng
         parse_address(world.wallet_address, "testnet"),
         900_000,
         [Utxo(coin_txid, coin_vout, 1_000_000)],
-        sat_per_vbyte=2,
+        sat_per_vbyte=60,
         btc_usd=Decimal(60000),
-        max_fee_usd=Decimal(5),
+        max_fee_usd=Decimal(50),
     )
     world.esplora_sim.broadcast(conflict.raw_hex)
     report = await proc.run()
@@ -120,6 +147,10 @@ async def test_mempool_conflict_is_not_a_proof(world: BtcWorld, engine: AsyncEng
     assert report.completed == []
     assert (await payout_row(engine, row_id))["status"] == "broadcasting"
     assert world.paid_to(recipient(3)) == []
+    world.mine()  # now confirmed, but with 1 confirmation only: still no proof
+    report = await proc.run()
+    assert report.returned_to_pending == []
+    assert (await payout_row(engine, row_id))["status"] == "broadcasting"
 
 
 async def test_crash_between_store_and_broadcast_rebroadcasts_same_txid(world: BtcWorld, engine: AsyncEngine) -> None:
@@ -137,11 +168,13 @@ async def test_crash_between_store_and_broadcast_rebroadcasts_same_txid(world: B
     stored = await payout_row(engine, row_id)
     assert stored["status"] == "broadcasting"
     assert world.paid_to(recipient(4)) == []
-    report = await processor(world, engine).run()
-    assert report.completed == [row_id]
+    proc = processor(world, engine)
+    assert (await proc.run()).sent == [row_id]
+    world.mine()
+    assert (await proc.run()).completed == [row_id]
     final = await payout_row(engine, row_id)
     assert final["btc_transaction_hash"] == stored["btc_transaction_hash"]
-    assert [p["txid"] for p in world.paid_to(recipient(4))] == [stored["btc_transaction_hash"]]
+    assert [p["txid"] for p in world.confirmed_to(recipient(4))] == [stored["btc_transaction_hash"]]
 
 
 async def test_two_processors_on_one_queue_pay_once(world: BtcWorld, engine: AsyncEngine, money_db_url: str) -> None:
@@ -154,9 +187,10 @@ async def test_two_processors_on_one_queue_pay_once(world: BtcWorld, engine: Asy
             async with anyio.create_task_group() as tg:
                 for p in procs:
                     tg.start_soon(p.run)
+            world.mine()
     finally:
         await other_engine.dispose()
-    counts = Counter(p["address"] for p in world.esplora_sim.payments())
+    counts = Counter(p["address"] for p in world.esplora_sim.payments() if p["status"] == "confirmed")
     for n, row_id in enumerate(ids):
         row = await payout_row(engine, row_id)
         assert row["status"] == "completed"
@@ -193,7 +227,7 @@ async def test_insufficient_funds_stays_pending_then_pays_once(world: BtcWorld, 
     world.esplora_sim.fund(world.wallet_address, 50_000, confirmed=False)  # unconfirmed coins do not count
     assert (await proc.run()).deferred == {row_id: "insufficient_funds"}
     world.fund(200_000)
-    assert (await proc.run()).completed == [row_id]
+    assert (await proc.run()).sent == [row_id]
     assert (await payout_row(engine, row_id))["failure_reason"] is None
     await proc.run()
     assert len(world.paid_to(recipient(8))) == 1
@@ -208,7 +242,7 @@ async def test_fee_cap_stays_pending_until_fees_drop(world: BtcWorld, engine: As
     assert report.deferred == {row_id: "fee_cap_exceeded"}
     assert (await payout_row(engine, row_id))["status"] == "pending"
     world.esplora_sim.set_fee_estimates({"6": 3.4})
-    assert (await proc.run()).completed == [row_id]
+    assert (await proc.run()).sent == [row_id]
     row = await payout_row(engine, row_id)
     assert row["network_fee"] * 60000 / 10**8 <= 5
     assert len(world.paid_to(recipient(9))) == 1
@@ -219,7 +253,7 @@ async def test_change_is_never_dust(world: BtcWorld, engine: AsyncEngine) -> Non
     world.esplora_sim.set_fee_estimates({"6": 2.0})
     world.fund(40_000 + 110 * 2 + 200)
     row_id = await add_payout(engine, 10, recipient(10), 40_000)
-    assert (await processor(world, engine).run()).completed == [row_id]
+    assert (await processor(world, engine).run()).sent == [row_id]
     row = await payout_row(engine, row_id)
     tx = world.esplora_sim.txs[row["btc_transaction_hash"]]
     assert [o.value for o in tx.vout] == [40_000]
@@ -238,7 +272,7 @@ async def test_upstream_down_stays_pending_then_pays(world: BtcWorld, engine: As
     assert (row["status"], row["attempts"], row["failure_reason"]) == ("pending", 4, "circuit_open")
     world.esplora_sim.faults.clear()
     await anyio.sleep(0.3)
-    assert (await proc.run()).completed == [row_id]
+    assert (await proc.run()).sent == [row_id]
     assert len(world.paid_to(recipient(11))) == 1
 
 
@@ -252,12 +286,14 @@ async def test_sqlite_two_processors_pay_once(world: BtcWorld, tmp_path: Path) -
         world.fund(*[400_000] * 12)
         ids = [await add_payout(engines[0], 200 + n, recipient(200 + n), 30_000 + n) for n in range(8)]
         procs = [processor(world, e) for e in engines]
-        async with anyio.create_task_group() as tg:
-            for p in procs:
-                tg.start_soon(p.run)
+        for _ in range(2):
+            async with anyio.create_task_group() as tg:
+                for p in procs:
+                    tg.start_soon(p.run)
+            world.mine()
         for n, row_id in enumerate(ids):
             assert (await payout_row(engines[0], row_id))["status"] == "completed"
-            assert [p["value"] for p in world.paid_to(recipient(200 + n))] == [30_000 + n]
+            assert [p["value"] for p in world.confirmed_to(recipient(200 + n))] == [30_000 + n]
     finally:
         for e in engines:
             await e.dispose()
@@ -281,5 +317,8 @@ async def test_job_sets_pending_and_broadcasting_gauges(world: BtcWorld, engine:
     assert (gauge("btc_payout"), gauge("btc_broadcasting")) == (1, 1)
     world.esplora_sim.faults.clear()
     await job(JobContext("btc_pending_transaction_processing"))
-    assert (gauge("btc_payout"), gauge("btc_broadcasting")) == (0, 0)
-    assert len(world.paid_to(recipient(7))) == 1
+    assert (gauge("btc_payout"), gauge("btc_broadcasting"), gauge("btc_confirming")) == (1, 0, 1)
+    world.mine()
+    await job(JobContext("btc_pending_transaction_processing"))
+    assert (gauge("btc_payout"), gauge("btc_broadcasting"), gauge("btc_confirming")) == (0, 0, 0)
+    assert len(world.confirmed_to(recipient(7))) == 1

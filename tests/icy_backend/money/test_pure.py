@@ -18,11 +18,13 @@ from icy_backend.domain.btc_address import InvalidAddress, parse_address
 from icy_backend.domain.btc_tx import (
     CHANGE_DUST,
     BelowDust,
+    BuiltTx,
     FeeCapExceeded,
     InsufficientFunds,
     NoFeeEstimate,
     Utxo,
     build_payout,
+    build_replacement,
     fee_rate,
     parse_raw,
 )
@@ -164,8 +166,84 @@ def test_fee_rate_rounds_up_exactly() -> None:
     assert fee_rate({"6": 5.2}) == 6
     assert fee_rate({"6": 5.0}) == 5
     assert fee_rate({"6": 0.3}) == 1
+    # A missing target falls back to the nearest smaller target present (a higher rate), never a larger one.
+    assert fee_rate({"3": 10.0, "10": 2.0}) == 10
+    assert fee_rate({"1": 30.0, "5": 7.5, "12": 3.0}, target=6) == 8
+    assert fee_rate({"2": 15.0}, target=2) == 15
     with pytest.raises(NoFeeEstimate):
-        fee_rate({"3": 10.0})
+        fee_rate({"10": 3.0, "144": 1.0})
+    with pytest.raises(NoFeeEstimate):
+        fee_rate({})
+
+
+def test_every_input_signals_replaceability() -> None:
+    built = _build([_utxo(1, 300_000), _utxo(2, 300_000)], 450_000)
+    assert isinstance(built, BuiltTx)
+    tx = Transaction.parse(bytes.fromhex(built.raw_hex))
+    assert len(tx.vin) == 2
+    assert all(inp.sequence == 0xFFFFFFFD for inp in tx.vin)
+
+
+def test_replacement_spends_every_input_of_the_first_and_pays_more() -> None:
+    wallet = wallet_from_wif(WIF, "testnet")
+    recipient = parse_address(_addr("p2wpkh", "testnet"), "testnet")
+    first = [_utxo(1, 60_000)]
+    old = build_replacement(
+        wallet,
+        recipient,
+        50_000,
+        first,
+        [],
+        sat_per_vbyte=5,
+        old_fee=0,
+        old_vsize=1,
+        btc_usd=Decimal("60000"),
+        max_fee_usd=Decimal("5"),
+    )
+    new = build_replacement(
+        wallet,
+        recipient,
+        50_000,
+        first,
+        [_utxo(9, 100_000)],
+        sat_per_vbyte=5,
+        old_fee=old.fee,
+        old_vsize=old.vsize,
+        btc_usd=Decimal("60000"),
+        max_fee_usd=Decimal("5"),
+    )
+    assert set(old.inputs) <= set(new.inputs)
+    assert new.fee >= old.fee + new.vsize
+    assert new.fee * old.vsize > old.fee * new.vsize  # a higher fee rate (BIP 125)
+    tx = Transaction.parse(bytes.fromhex(new.raw_hex))
+    assert tx.vout[0].value == 50_000
+    # Not enough in the first coin for a bump to 120 sat/vB: it adds a coin rather than dropping one.
+    big = build_replacement(
+        wallet,
+        recipient,
+        50_000,
+        first,
+        [_utxo(9, 100_000)],
+        sat_per_vbyte=120,
+        old_fee=new.fee,
+        old_vsize=new.vsize,
+        btc_usd=Decimal("60000"),
+        max_fee_usd=Decimal("50"),
+    )
+    assert big.inputs[0] == first[0].outpoint and len(big.inputs) == 2
+    with pytest.raises(FeeCapExceeded):
+        build_replacement(
+            wallet,
+            recipient,
+            50_000,
+            first,
+            [_utxo(9, 100_000)],
+            sat_per_vbyte=120,
+            old_fee=new.fee,
+            old_vsize=new.vsize,
+            btc_usd=Decimal("60000"),
+            max_fee_usd=Decimal("1"),
+        )
 
 
 def _build(utxos: list[Utxo], amount: int, **kw: object) -> object:

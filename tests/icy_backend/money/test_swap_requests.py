@@ -132,7 +132,8 @@ async def test_swap_request_end_to_end(swap_world: SwapWorld) -> None:
     payout_job = make_payout_job(sw.engine, sw.clients, settings, metrics)
     for _ in range(2):
         await payout_job(JobContext("btc_pending_transaction_processing"))
-    assert [p["value"] for p in sw.btc.paid_to(address)] == [97_000]
+        sw.btc.mine()
+    assert [p["value"] for p in sw.btc.confirmed_to(address)] == [97_000]
     assert (
         metrics.registry.get_sample_value("icy_backend_pending_transactions", {"transaction_type": "btc_payout"}) == 0
     )

@@ -108,12 +108,16 @@ async def test_rows_newest_first_with_swap_and_strings(engine: AsyncEngine) -> N
         "id",
         "btc_transaction_hash",
         "swap_transaction_hash",
+        "swap_event_index",
         "btc_address",
         "subtotal",
         "service_fee",
         "network_fee",
         "total",
         "status",
+        "confirmations",
+        "failure_reason",
+        "hold_reason",
         "processed_at",
         "created_at",
         "updated_at",
@@ -121,6 +125,72 @@ async def test_rows_newest_first_with_swap_and_strings(engine: AsyncEngine) -> N
     }
     assert txs[1]["network_fee"] == "0"
     assert txs[1]["processed_at"] is None
+
+
+async def test_each_payout_joins_its_own_swap_event(engine: AsyncEngine) -> None:
+    """Two Swap events in one transaction (a batched call) owe two payouts; each row shows its own event, and
+    the new fields (confirming, confirmations, failure and hold reasons) are listed as stored."""
+    tx = _hash(77)
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(swaps),
+            [
+                {
+                    "transaction_hash": tx,
+                    "log_index": 10 + n,
+                    "event_index": n,
+                    "block_number": 500,
+                    "icy_amount": 10**21 * (n + 1),
+                    "from_address": ALICE,
+                    "btc_address": BECH,
+                    "btc_amount": 60_000 + n,
+                }
+                for n in range(2)
+            ],
+        )
+        await conn.execute(
+            insert(payouts),
+            [
+                {
+                    "swap_transaction_hash": tx,
+                    "swap_event_index": 0,
+                    "btc_address": BECH,
+                    "subtotal": 60_000,
+                    "service_fee": 3000,
+                    "total": 57_000,
+                    "status": "confirming",
+                    "confirmations": 1,
+                    "btc_transaction_hash": "cd" * 32,
+                    "hold_reason": None,
+                    "attempts": 1,
+                    "updated_at": T0,
+                },
+                {
+                    "swap_transaction_hash": tx,
+                    "swap_event_index": 1,
+                    "btc_address": BECH,
+                    "subtotal": 60_001,
+                    "service_fee": 3000,
+                    "total": 57_001,
+                    "status": "held",
+                    "hold_reason": "over_limit",
+                    "btc_transaction_hash": None,
+                    "confirmations": 0,
+                    "attempts": 0,
+                    "updated_at": T0 + timedelta(minutes=1),
+                },
+            ],
+        )
+    body = (await _get(engine)).json()
+    assert body["total"] == 2
+    held, confirming = body["transactions"]
+    assert (held["swap_event_index"], held["status"], held["hold_reason"]) == (1, "held", "over_limit")
+    assert held["icy_swap_tx"]["btc_amount"] == "60001"
+    assert held["confirmations"] == 0
+    assert (confirming["swap_event_index"], confirming["status"], confirming["confirmations"]) == (0, "confirming", 1)
+    assert confirming["icy_swap_tx"]["btc_amount"] == "60000"
+    assert confirming["failure_reason"] is None
+    assert (await _get(engine, "?status=confirming")).json()["total"] == 1
 
 
 async def test_paging_and_total(engine: AsyncEngine) -> None:
