@@ -22,6 +22,17 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def _git(*args: str) -> str:
+    """Output of a git command in this repo ("" when git is unavailable)."""
+    try:
+        done = subprocess.run(
+            ["git", *args], capture_output=True, text=True, check=False, cwd=Path(__file__).resolve().parent
+        )
+    except OSError:
+        return ""
+    return done.stdout.strip()
+
+
 def machine() -> dict[str, Any]:
     """Facts that make a figure comparable: CPUs, memory, Python, platform, the commit measured."""
     facts: dict[str, Any] = {
@@ -34,24 +45,9 @@ def machine() -> dict[str, Any]:
             facts["mem_total_kib"] = int(meminfo.readline().split()[1])
     except (OSError, ValueError, IndexError):
         pass
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=False,
-            cwd=Path(__file__).resolve().parent,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=False,
-            cwd=Path(__file__).resolve().parent,
-        ).stdout.strip()
-        facts["commit"] = commit + ("+dirty" if dirty else "")
-    except OSError:
-        pass
+    commit = _git("rev-parse", "--short", "HEAD")
+    if commit:
+        facts["commit"] = commit + ("+dirty" if _git("status", "--porcelain", "--untracked-files=no") else "")
     return facts
 
 
