@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import select, union_all
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from icy_backend.clients.errors import NotConfigured, UpstreamError, error_class
@@ -171,6 +171,8 @@ class OracleService:
         watch_oracle_data_age(metrics, "treasury_btc", self._treasury.age)
         watch_oracle_data_age(metrics, "icy_btc_ratio", self._ratio.age)
         self._pricing_treasury = SingleFlightCache(self._compute_pricing_treasury, ttl, clock)
+        # Never cached (TTL 0): concurrent pricing calls share one read of the owed payouts, later ones read anew.
+        self._owed_now = SingleFlightCache(self._read_owed_now, 0.0, clock)
         self._mochi_good: tuple[int, float] | None = None  # last good Mochi Pay figure and when it was read
 
     # ---- public API ----------------------------------------------------------------------------------
@@ -276,13 +278,13 @@ class OracleService:
 
     async def _owed_rows(self, newer_than: int | None) -> dict[int, int]:
         """Payouts owed but not in the mempool (id -> total); with ``newer_than``, also every payout created
-        after that id that is not ``failed``."""
+        after that id that is not ``failed``. Two index scans (status; primary key), not one OR over the table."""
         P = onchain_btc_processed_transactions
-        condition: ColumnElement[bool] = P.c.status.in_(OWED_STATUSES)
+        query: Any = select(P.c.id, P.c.total).where(P.c.status.in_(OWED_STATUSES))
         if newer_than is not None:
-            condition = or_(condition, (P.c.id > newer_than) & (P.c.status != "failed"))
+            query = union_all(query, select(P.c.id, P.c.total).where(P.c.id > newer_than, P.c.status != "failed"))
         async with self.engine.connect() as conn:
-            rows = await conn.execute(select(P.c.id, P.c.total).where(condition))
+            rows = await conn.execute(query)
             return {int(i): int(total) for i, total in rows}
 
     async def _max_payout_id(self) -> int:
@@ -306,10 +308,13 @@ class OracleService:
         those are subtracted along with the payouts owed now. Payouts ``confirming`` at the snapshot are in its
         mempool-spent figure already.
         """
-        snapshot = (await self._pricing_treasury.get()).value
-        now = await self._owed_rows(snapshot.max_id)
+        snapshot, now = (await self._owed_now.get()).value
         owed = sum(now.values()) + sum(t for i, t in snapshot.owed.items() if i not in now)
         return max(snapshot.sats - owed, 0), owed
+
+    async def _read_owed_now(self) -> tuple[_TreasurySnapshot, dict[int, int]]:
+        snapshot = (await self._pricing_treasury.get()).value
+        return snapshot, await self._owed_rows(snapshot.max_id)
 
     async def _compute_ratio(self) -> int:
         circulated, sats = await gather(
