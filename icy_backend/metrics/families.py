@@ -184,6 +184,13 @@ class Metrics:
         )
         for reason in PAYOUT_DEFERRAL_REASONS:
             self.payout_deferrals.labels(reason)
+        self.requests_refused = Counter(
+            "icy_backend_requests_refused",
+            "Business requests refused at once, by reason (overloaded: MAX_CONCURRENT_REQUESTS in flight).",
+            ("reason",),
+            registry=r,
+        )
+        self.requests_refused.labels("overloaded")
         # Business
         self.business_operations = Counter(
             "icy_backend_business_operations_total",

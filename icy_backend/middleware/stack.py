@@ -1,6 +1,8 @@
 """The order of our middleware, outermost first.
 
-errors → metrics → CORS → body limit → API-key auth → (Starlette's exception middleware) → router.
+admission control → errors → metrics → CORS → body limit → API-key auth → (Starlette's exception middleware) →
+router. Admission control is outermost: refusing a request under overload must cost next to nothing, and probes
+and scrapes pass it untouched (SPEC §5).
 Errors is outermost so a failure anywhere becomes a 500 envelope; metrics sits inside it so a raising handler is
 recorded as 500 and the request is still answered; CORS precedes auth so preflights and 401s carry CORS headers.
 """
@@ -11,6 +13,7 @@ from starlette.middleware import Middleware
 
 from icy_backend.metrics.families import Metrics
 from icy_backend.metrics.middleware import HttpMetricsMiddleware
+from icy_backend.middleware.admission import AdmissionControlMiddleware
 from icy_backend.middleware.auth import ApiKeyMiddleware
 from icy_backend.middleware.body_limit import BodyLimitMiddleware
 from icy_backend.middleware.cors import CORSMiddleware
@@ -19,7 +22,11 @@ from icy_backend.settings import Settings
 
 
 def middleware_stack(settings: Settings, metrics: Metrics) -> list[Middleware]:
-    stack = [Middleware(ErrorEnvelopeMiddleware), Middleware(HttpMetricsMiddleware, metrics=metrics)]
+    stack = [
+        Middleware(AdmissionControlMiddleware, limit=settings.MAX_CONCURRENT_REQUESTS, metrics=metrics),
+        Middleware(ErrorEnvelopeMiddleware),
+        Middleware(HttpMetricsMiddleware, metrics=metrics),
+    ]
     origins = settings.allowed_origins
     if origins:  # fix: an empty list used to 500 every request; now it simply means "no CORS"
         stack.append(

@@ -90,7 +90,13 @@ def test_endpoint_under_load(loaded: Loaded, endpoint: str) -> None:
     (result,) = _load(loaded.base_url, endpoint)
     loaded.results.append(result)
     assert result.requests > 0
-    assert result.errors == 0, result
+    if endpoint.startswith("/api/v1/oracle/"):
+        # A business route: past MAX_CONCURRENT_REQUESTS (64) in flight the service refuses at once with 503
+        # overloaded (SPEC §5), by design; socket errors and timeouts still count, and most requests are served.
+        assert result.errors - result.non_2xx == 0, result
+        assert result.non_2xx < result.requests / 2, result
+    else:
+        assert result.errors == 0, result
     sla = P99_SLA_MS.get(endpoint)
     if sla is None:
         return  # /metrics and the oracle route: throughput and latency reported only
