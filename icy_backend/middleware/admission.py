@@ -24,16 +24,12 @@ EXEMPT_PATHS: Final = frozenset({"/healthz", "/livez", "/readyz", "/metrics"})
 EXEMPT_PREFIXES: Final = ("/api/v1/health/",)
 
 _BODY: Final = json.dumps({"data": None, "error": "overloaded"}, separators=(",", ":")).encode()
-_START: Final = {
-    "type": "http.response.start",
-    "status": 503,
-    "headers": [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(_BODY)).encode()),
-        (b"retry-after", b"1"),
-        (b"cache-control", b"no-store"),
-    ],
-}
+_HEADERS: Final = (
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(_BODY)).encode()),
+    (b"retry-after", b"1"),
+    (b"cache-control", b"no-store"),
+)
 
 
 def is_exempt(path: str) -> bool:
@@ -58,7 +54,7 @@ class AdmissionControlMiddleware:
             return
         if self.in_flight >= self.limit:
             self._refused.inc()
-            await send({**_START, "headers": list(_START["headers"])})
+            await send({"type": "http.response.start", "status": 503, "headers": list(_HEADERS)})
             await send({"type": "http.response.body", "body": _BODY})
             return
         self.in_flight += 1
