@@ -101,23 +101,32 @@ class LeaderLock:
         self.backend_pid: int | None = None
         self.lost = False
         self._proved_at = 0.0
+        self._standby_conn: AsyncConnection | None = None
 
     def proven(self) -> bool:
         """Whether a proof succeeded within ``fence_after`` (only meaningful while leading)."""
         return anyio.current_time() - self._proved_at < self.fence_after
 
     async def aclose(self) -> None:
+        """End the standby's session (if one is kept) and the lock engine."""
+        if self._standby_conn is not None:
+            conn, self._standby_conn = self._standby_conn, None
+            await self._end(conn)
         await self.lock_engine.dispose()
 
     async def campaign(self, lead: Callable[[], Awaitable[None]], on_lost: Callable[[], None] | None = None) -> bool:
         """Try the lock; when won, run ``lead()`` until it returns or leadership is lost (or fenced).
 
         ``on_lost`` is called the moment the loss is detected (before the leader's work has unwound).
-        Returns whether the lock was won. Database errors propagate (the caller retries later).
+        Returns whether the lock was won. Database errors propagate (the caller retries later). A standby keeps
+        its session between tries (one connection per replica, not one per try); any error ends it.
         """
         self.lost = False
-        with anyio.fail_after(self.connect_timeout + 1):
-            conn = await self.lock_engine.connect()
+        conn, self._standby_conn = self._standby_conn, None
+        if conn is None:
+            with anyio.fail_after(self.connect_timeout + 1):
+                conn = await self.lock_engine.connect()
+        keep = False
         try:
             sent = anyio.current_time()
             # Bounded: a connection that froze right here must not hang the campaign (an unanswered lock
@@ -127,6 +136,7 @@ class LeaderLock:
                 if won:
                     self.backend_pid = await conn.scalar(text("SELECT pg_backend_pid()"))
             if not won:
+                keep = True
                 return False
             self._proved_at = sent
             async with anyio.create_task_group() as tg:
@@ -137,11 +147,18 @@ class LeaderLock:
             return True
         finally:
             self.backend_pid = None
-            # Never let a session that holds (or may hold) the lock live on: end it, which frees the lock on
-            # the server. Bounded, because on a frozen connection even the goodbye hangs.
-            with anyio.CancelScope(shield=True), anyio.move_on_after(LOCK_CLOSE_SECONDS):
-                await conn.invalidate()
-                await conn.close()
+            if keep:
+                self._standby_conn = conn
+            else:
+                await self._end(conn)
+
+    @staticmethod
+    async def _end(conn: AsyncConnection) -> None:
+        """End a session that holds (or may hold) the lock, which frees the lock on the server. Never pooled;
+        bounded and shielded, because on a frozen connection even the goodbye hangs."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(LOCK_CLOSE_SECONDS):
+            await conn.invalidate()
+            await conn.close()
 
     def _lose(self, reason: str, leader_scope: anyio.CancelScope, on_lost: Callable[[], None] | None) -> None:
         if self.lost:

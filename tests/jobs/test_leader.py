@@ -93,6 +93,11 @@ async def test_one_leader_runs_jobs_and_a_killed_lock_connection_fails_over() ->
 
         await wait_for(lambda: a.runs >= 3)
         await anyio.sleep(2 * INTERVAL)  # b retried the lock at least once meanwhile
+        assert b.runtime.leader is not None
+        session = b.runtime.leader._standby_conn
+        assert session is not None
+        await anyio.sleep(2 * INTERVAL)
+        assert b.runtime.leader._standby_conn is session  # one session for all of a standby's tries
         assert (a.runtime.role, b.runtime.role) == ("leader", "standby")
         assert b.runs == 0  # exactly one replica runs jobs
         assert (sample(a.metrics, LEADER), sample(b.metrics, LEADER)) == (1, 0)
@@ -117,7 +122,7 @@ async def test_one_leader_runs_jobs_and_a_killed_lock_connection_fails_over() ->
         assert a.runs == a_runs  # the old leader stays standby: b holds the lock
         assert (a.runtime.role, b.runtime.role) == ("standby", "leader")
         new_pid = await lock_holder_pid(admin, key)
-        assert new_pid == b.runtime.leader.backend_pid  # type: ignore[union-attr]
+        assert new_pid == b.runtime.leader.backend_pid
         response = await client.get("/api/v1/health/jobs")
         assert response.json()["role"] == "leader"
 
