@@ -13,6 +13,7 @@ from sqlalchemy import select
 from icy_backend.db.tables import onchain_btc_processed_transactions as payouts
 from icy_backend.db.tables import onchain_icy_swap_transactions as swaps
 from icy_backend.db.tables import swap_requests
+from icy_backend.domain.signature import SwapSigner
 from icy_backend.routes.swap import routes
 from icy_backend.sim import anvil
 from jobs.context import JobContext
@@ -20,7 +21,7 @@ from jobs.indexers import make_icy_indexer, make_swap_indexer
 from jobs.payouts import make_payout_job
 from jobs.swap_requests import make_swap_request_job
 from tests.evm_real.conftest import CHAIN_ID, ICY, AnvilWorld, Chain
-from tests.icy_backend.money.conftest import recipient
+from tests.icy_backend.money.conftest import SIGNER_KEY, recipient
 
 pytestmark = pytest.mark.anyio
 
@@ -48,7 +49,9 @@ async def index_swaps(world: AnvilWorld) -> JobContext:
     # BLOCKCHAIN_CONFIRMATIONS=1 (the minimum): one more block puts the swap's block in range.
     world.chain.rpc.call("evm_mine")
     ctx = JobContext("icy_swap_transaction_indexing")
-    await make_swap_indexer(world.engine, world.clients, world.settings, world.metrics, world.oracle.icy_btc_ratio)(ctx)
+    await make_swap_indexer(world.engine, world.clients, world.settings, world.metrics, world.oracle.pricing_ratio)(
+        ctx
+    )  # as the app wires it
     return ctx
 
 
@@ -206,3 +209,35 @@ async def test_without_the_signer_allowance_the_request_waits_and_sends_nothing(
     assert (request["status"], request["failure_reason"]) == ("pending", "estimate_reverted")
     assert ctx.items_failed == 1
     assert int(chain.rpc.call("eth_getTransactionCount", chain.signer.address, "latest"), 16) == 0
+
+
+async def test_a_signature_used_after_its_deadline_is_refused_on_chain(anvil_world: AnvilWorld) -> None:
+    """The route's deadline (now + 10 min) is what the contract enforces: 11 minutes later the swap reverts."""
+    chain = anvil_world.chain
+    args = await signature(anvil_world, 500 * ICY, recipient(17), 50_000)
+    chain.rpc.call("evm_increaseTime", 660)
+    call = {"from": chain.user.address, "to": chain.stack.swap, "data": "0x" + anvil.swap_call(*args).hex()}
+    chain.rpc.call("evm_mine")
+    with pytest.raises(anvil.RpcFailure) as refused:
+        chain.rpc.call("eth_call", call, "latest")
+    assert refused.value.data == anvil.error_selector("DeadlinePassed()")
+    assert chain.user.send(chain.stack.swap, anvil.swap_call(*args), gas=400_000)["status"] == "0x0"
+    await index_swaps(anvil_world)
+    assert await rows(anvil_world, payouts) == []
+
+
+async def test_an_overpriced_swap_signed_with_a_leaked_key_is_held_not_paid(anvil_world: AnvilWorld) -> None:
+    """The contract accepts anything the signer key signed; a Swap worth far more BTC than its ICY (a leaked key)
+    becomes a held payout (price_outlier) that pays nothing until a person decides."""
+    chain = anvil_world.chain
+    address = recipient(18)
+    leaked = SwapSigner(SIGNER_KEY, CHAIN_ID, chain.stack.swap)
+    auth = leaked.sign(10 * ICY, address, 500_000)  # 10 ICY are worth 1 000 sats
+    call = anvil.swap_call(auth.icy_amount, address, auth.btc_amount, auth.nonce, auth.deadline, auth.signature_bytes)
+    assert chain.user.send(chain.stack.swap, call, gas=400_000)["status"] == "0x1"
+    await index_swaps(anvil_world)
+    [payout] = await rows(anvil_world, payouts)
+    assert (payout["status"], payout["hold_reason"]) == ("held", "price_outlier")
+    await pay_out(anvil_world)
+    assert confirmed_payments(anvil_world, address) == []
+    assert [p["status"] for p in await rows(anvil_world, payouts)] == ["held"]
