@@ -172,7 +172,7 @@ def build() -> dict[str, Any]:
         mappings=HEALTH_MAPPINGS,
         minimum=0,
         maximum=1,
-        description="1 healthy, 0.5 degraded, 0 unhealthy. Updated when an endpoint runs the check.",
+        description="1 healthy, 0.5 degraded, 0 unhealthy. Refreshed by probes and by every scrape.",
     )
     d.panel(
         "Check duration p95",
@@ -189,6 +189,34 @@ def build() -> dict[str, Any]:
         "Check runs by result",
         [(f"sum by (check, status) (rate(icy_backend_health_checks_total{{{SEL}}}[{RATE}]))", "{{check}} {{status}}")],
         unit="ops",
+    )
+
+    d.row("Freshness")
+    d.panel(
+        "Health result age (oldest replica)",
+        [
+            (
+                f"max by (check) (time() - icy_backend_health_check_last_checked_timestamp_seconds{{{SEL}}})",
+                "{{check}}",
+            )
+        ],
+        unit="s",
+        description="Seconds since each check's last result was taken. Every scrape refreshes results older "
+        "than their TTL; above 90 s (3 scrape intervals) the health alerts ignore the result and "
+        "IcyBackendHealthResultsStale fires.",
+    )
+    d.panel(
+        "Oracle data age (oldest replica)",
+        [(f"max by (data_type) (icy_backend_oracle_data_age_seconds{{{SEL}}})", "{{data_type}}")],
+        unit="s",
+        description="Seconds since each cached oracle value was fetched, computed at scrape time: it keeps growing "
+        "while refreshes fail (TTL 300 s; IcyBackendOracleDataStale above 600 s on a replica that is asked).",
+    )
+    d.panel(
+        "Requests refused (overloaded)",
+        [(f"sum by (instance) (rate(icy_backend_requests_refused_total{{{SEL}}}[{RATE}]))", "{{instance}}")],
+        unit="reqps",
+        description="Business requests refused at once because MAX_CONCURRENT_REQUESTS were in flight.",
     )
 
     d.row("External APIs and circuit breakers")

@@ -14,7 +14,7 @@ import yaml
 from tests.deploy.conftest import DASHBOARD
 from tests.deploy.test_metric_names import dashboard_expressions
 
-ROWS = {"HTTP", "Health checks", "External APIs and circuit breakers", "Jobs", "Business"}
+ROWS = {"HTTP", "Health checks", "Freshness", "External APIs and circuit breakers", "Jobs", "Business"}
 
 
 @pytest.fixture(scope="module")
