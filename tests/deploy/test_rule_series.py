@@ -100,7 +100,7 @@ def scrape(tmp_path_factory: pytest.TempPathFactory) -> tuple[Metrics, str]:
 
 
 def _rule_test_series() -> list[tuple[str, str]]:
-    out = []
+    out: list[tuple[str, str]] = []
     for path in sorted(RULE_TESTS.glob("*.yml")):
         for case in yaml.safe_load(path.read_text())["tests"]:
             out.extend((path.name, item["series"]) for item in case.get("input_series", []))
