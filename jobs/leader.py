@@ -59,6 +59,15 @@ _PROOF = text(
 )
 
 
+# Seconds since the lock holder's session started its last query: a live leader proves every <= 5 s, so an
+# old value means the lock is held by a session that is not leading (NULL when stats are not visible).
+_HOLDER_QUERY_AGE = text(
+    "SELECT EXTRACT(EPOCH FROM (clock_timestamp() - a.query_start)) FROM pg_locks l"
+    " JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted"
+    " AND l.classid = CAST(:hi AS oid) AND l.objid = CAST(:lo AS oid) AND l.objsubid = 1"
+)
+
+
 def lock_session_settings(idle_session_timeout: float = IDLE_SESSION_TIMEOUT_SECONDS) -> dict[str, str]:
     """PostgreSQL run-time settings of the lock session (asyncpg ``server_settings``, sent at connect)."""
     return {
@@ -100,6 +109,9 @@ class LeaderLock:
         )
         self.backend_pid: int | None = None
         self.lost = False
+        self.holder_alive = False
+        """After a lost try: whether the session holding the lock proved itself recently (a live leader)."""
+        self._key_parts = {"hi": key >> 32, "lo": key & 0xFFFFFFFF}
         self._proved_at = 0.0
         self._standby_conn: AsyncConnection | None = None
 
@@ -122,6 +134,7 @@ class LeaderLock:
         its session between tries (one connection per replica, not one per try); any error ends it.
         """
         self.lost = False
+        self.holder_alive = False
         conn, self._standby_conn = self._standby_conn, None
         if conn is None:
             with anyio.fail_after(self.connect_timeout + 1):
@@ -135,6 +148,9 @@ class LeaderLock:
                 won = bool(await conn.scalar(_TRY_LOCK, {"key": self.key}))
                 if won:
                     self.backend_pid = await conn.scalar(text("SELECT pg_backend_pid()"))
+                else:
+                    age = await conn.scalar(_HOLDER_QUERY_AGE, self._key_parts)
+                    self.holder_alive = age is None or float(age) < 3 * self.proof_interval
             if not won:
                 keep = True
                 return False
@@ -173,7 +189,7 @@ class LeaderLock:
         self, conn: AsyncConnection, leader_scope: anyio.CancelScope, on_lost: Callable[[], None] | None
     ) -> None:
         """Prove the lock session alive (and the lock still ours) every ``proof_interval``, from send to send."""
-        params = {"hi": self.key >> 32, "lo": self.key & 0xFFFFFFFF}
+        params = self._key_parts
         while True:
             await anyio.sleep(max(0.0, self._proved_at + self.proof_interval - anyio.current_time()))
             sent = anyio.current_time()

@@ -86,9 +86,9 @@ class JobRuntime:
         if self.leader is not None:
             self.scheduler.may_start = self.leader.proven
         self._role: Role = "standby" if self.leader is not None else "single"
-        # When some replica was last known to hold the leader lock (monotonic): this one while it leads, or
-        # another one whose session made this replica's pg_try_advisory_lock fail. Starts at construction so
-        # a fresh standby does not cry "no leader" before it has tried.
+        # When some replica was last known to lead (monotonic): this one while it leads, or another one whose
+        # session made this replica's pg_try_advisory_lock fail and proved itself recently (LeaderLock.
+        # holder_alive). Starts at construction so a fresh standby does not cry "no leader" before it has tried.
         self._leader_seen = time.monotonic()
         self.no_leader_after = NO_LEADER_INTERVALS * settings.INDEX_INTERVAL
         self._dead = False
@@ -161,10 +161,12 @@ class JobRuntime:
     async def _campaign_forever(self, leader: LeaderLock) -> None:
         while True:
             try:
-                await leader.campaign(self._lead, on_lost=self._lost)
-                # Either this replica led until now, or the try failed because another session holds the
-                # lock: both prove that some replica led at this moment.
-                self._leader_seen = time.monotonic()
+                won = await leader.campaign(self._lead, on_lost=self._lost)
+                # Either this replica led until now, or the try failed because another session holds the lock
+                # and that session proved itself recently (a lock held by a session that no longer proves is
+                # no leader): both show that some replica led at this moment.
+                if won or leader.holder_alive:
+                    self._leader_seen = time.monotonic()
             except Exception as exc:
                 log.warning("job leader election failed (%s); retrying", error_class(exc))
             self._set_role("standby")

@@ -90,6 +90,7 @@ async def test_one_leader_runs_jobs_and_a_killed_lock_connection_fails_over() ->
         await stack.enter_async_context(running(a.runtime))
         await wait_for(lambda: a.runtime.role == "leader", timeout=5)
         client = await stack.enter_async_context(serving(b.runtime))
+        started = time.monotonic()
 
         await wait_for(lambda: a.runs >= 3)
         await anyio.sleep(2 * INTERVAL)  # b retried the lock at least once meanwhile
@@ -101,9 +102,12 @@ async def test_one_leader_runs_jobs_and_a_killed_lock_connection_fails_over() ->
         assert (a.runtime.role, b.runtime.role) == ("leader", "standby")
         assert b.runs == 0  # exactly one replica runs jobs
         assert (sample(a.metrics, LEADER), sample(b.metrics, LEADER)) == (1, 0)
+        await anyio.sleep(max(0.0, 3 * INTERVAL + 0.2 - (time.monotonic() - started)))
         response = await client.get("/api/v1/health/jobs")
         assert response.status_code == 200
-        assert (response.json()["status"], response.json()["role"]) == ("healthy", "standby")
+        body = response.json()
+        # Past 3 intervals, the standby still sees a live leader (its tries fail against a proving session).
+        assert (body["status"], body["role"], body["summary"]["leader"]) == ("healthy", "standby", "other")
 
         pid = await lock_holder_pid(admin, key)
         assert pid is not None and pid == a.runtime.leader.backend_pid  # type: ignore[union-attr]
@@ -158,3 +162,27 @@ async def test_sqlite_runs_single() -> None:
             await wait_for(lambda: runtime.statuses()["j"]["success_count"] >= 1)
     finally:
         await engine.dispose()
+
+
+@pytest.mark.anyio
+async def test_a_lock_held_by_a_session_that_does_not_lead_is_no_leader() -> None:
+    """A session holding the lock but never proving (a stale or foreign session): the standby cannot take the
+    lock, and after 3 intervals reports degraded with leader none instead of healthy."""
+    key = random.randint(1, 2**62)
+    async with pg_engines(1) as (engine,), AsyncExitStack() as stack:
+        admin = create_async_engine(PG_URL, isolation_level="AUTOCOMMIT")
+        stack.push_async_callback(admin.dispose)
+        squatter = await stack.enter_async_context(admin.connect())
+        assert await squatter.scalar(text("SELECT pg_try_advisory_lock(CAST(:key AS bigint))"), {"key": key})
+        b = Replica("b", engine, key)
+        client = await stack.enter_async_context(serving(b.runtime))
+        # The squatter's last query ages past 3 proof intervals, then 3 more intervals pass without a leader.
+        await wait_for(lambda: b.runtime.leader_missing(), timeout=3 * 3 * INTERVAL + 1)
+        response = await client.get("/api/v1/health/jobs")
+        body = response.json()
+        assert response.status_code == 200
+        assert (body["status"], body["role"], body["summary"]["leader"]) == ("degraded", "standby", "none")
+        assert b.runs == 0
+        await squatter.invalidate()  # the session ends, the lock is free: the standby takes it
+        await wait_for(lambda: b.runtime.role == "leader", timeout=2 * INTERVAL + 1)
+        assert (await client.get("/api/v1/health/jobs")).json()["summary"]["leader"] == "self"
