@@ -100,12 +100,14 @@ async def _run_job(world: BtcWorld, engine: AsyncEngine) -> None:
 
 
 async def test_fee_spike_replaces_spending_every_input_of_the_first(world: BtcWorld, engine: AsyncEngine) -> None:
-    world.fund(40_000, 30_000, 500_000)  # small coins first: the first candidate spends two of them
+    world.fund(40_000, 30_000)  # the first candidate needs both coins
     row_id = await add_payout(engine, 3, recipient(3), 65_000)
     world.esplora_sim.set_fees({"6": 5.0})
     await _run_job(world, engine)
     first = await payout_row(engine, row_id)
     assert first["status"] == "confirming"
+    assert len(parse_raw(first["raw_tx"])[1]) == 2
+    world.fund(500_000)  # a big coin a careless replacement would take alone
     # Fees spike: the mempool minimum rises above the payout's rate and evicts it.
     evicted = world.esplora_sim.set_fees({"6": 20.0}, mempool_min=12.0)
     assert first["btc_transaction_hash"] in evicted
@@ -383,22 +385,68 @@ async def test_held_payouts_are_never_built_signed_or_sent(world: BtcWorld, engi
 
 
 async def test_reservation_keeps_an_unsent_candidates_coins(world: BtcWorld, engine: AsyncEngine) -> None:
-    """A candidate the node never saw still owns its coins: the next payout must not take them."""
+    """A candidate the node never saw still owns its coins: the next payout must not take them, although the
+    node still lists them as unspent."""
     from icy_backend.sim.faults import Fault
 
     world.fund(500_000, 400_000)
     a = await add_payout(engine, 17, recipient(17), 50_000)
-    world.esplora_sim.faults.set(Fault(path="/tx", hang=True))  # the node never sees A's transaction
-    await processor(world, engine).run()
-    world.esplora_sim.faults.clear()
-    a_inputs = set(parse_raw((await payout_row(engine, a))["raw_tx"])[1])
     b = await add_payout(engine, 18, recipient(18), 60_000)
+    world.esplora_sim.faults.set(Fault(path="/tx", hang=True))  # the node sees neither transaction
     proc = processor(world, engine)
     await proc.run()
+    world.esplora_sim.faults.clear()
+    a_inputs = set(parse_raw((await payout_row(engine, a))["raw_tx"])[1])
     b_inputs = set(parse_raw((await payout_row(engine, b))["raw_tx"])[1])
+    assert a_inputs and b_inputs
     assert not a_inputs & b_inputs
+    await proc.run()  # both sent again, same bytes
     world.mine()
     await proc.run()
     for row_id, n in ((a, 17), (b, 18)):
         assert (await payout_row(engine, row_id))["status"] == "completed"
         assert len(world.confirmed_to(recipient(n))) == 1
+
+
+async def test_a_stale_processor_never_moves_a_completed_payout_back(world: BtcWorld, engine: AsyncEngine) -> None:
+    """Compare-and-set: a processor that read the row (and the chain) before another one completed it must not
+    overwrite ``completed`` with what it saw (``completed`` is final)."""
+    import anyio
+
+    from icy_backend.sim.faults import Fault
+
+    world.fund(1_000_000)
+    row_id = await add_payout(engine, 19, recipient(19), 50_000)
+    world.esplora_sim.faults.set(Fault(path="/tx", hang_after=True))  # the node takes it; the answer is lost
+    await processor(world, engine).run()
+    world.esplora_sim.faults.clear()
+    assert (await payout_row(engine, row_id))["status"] == "broadcasting"
+    paused, release = anyio.Event(), anyio.Event()
+
+    async def slow_status(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].endswith("/status"):
+            messages: list[Any] = []
+
+            async def keep(message: Any) -> None:
+                messages.append(message)
+
+            await world.esplora_sim.app(scope, receive, keep)  # the answer as of now: in the mempool
+            paused.set()
+            await release.wait()
+            for message in messages:
+                await send(message)
+            return
+        await world.esplora_sim.app(scope, receive, send)
+
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=slow_status))
+    world.http.append(http)
+    stale = processor(world, engine, EsploraClient(http, ["http://esplora"], world.breakers, world.metrics, deadline=5))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stale.run)
+        await paused.wait()
+        world.mine()
+        assert (await processor(world, engine).run()).completed == [row_id]
+        release.set()
+    row = await payout_row(engine, row_id)
+    assert (row["status"], row["confirmations"]) == ("completed", 1)
+    assert len(world.confirmed_to(recipient(19))) == 1

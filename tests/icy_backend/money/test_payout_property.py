@@ -40,7 +40,7 @@ from icy_backend.domain.wallet import wallet_from_wif
 from icy_backend.metrics.families import Metrics
 from icy_backend.metrics.registry import make_registry
 from icy_backend.sim.esplora import EsploraSim
-from icy_backend.sim.esplora_chain import ControlError
+from icy_backend.sim.esplora_chain import BroadcastRejected, ControlError
 from icy_backend.sim.prices import PriceSim
 from tests.icy_backend.money.conftest import WIF, make_settings, recipient
 
@@ -146,7 +146,7 @@ class PayoutMachine(RuleBasedStateMachine):
 
         self.call(add)
 
-    @rule(value=st.integers(50_000, 300_000))
+    @rule(value=st.integers(50_000, 800_000))
     def fund(self, value: int) -> None:
         self.sim.fund(WALLET.address, value)
         self.funded += value
@@ -231,6 +231,17 @@ class PayoutMachine(RuleBasedStateMachine):
         txid, vout = data.draw(st.sampled_from(coins))
         with contextlib.suppress(ControlError):  # not spendable right now (e.g. its parent was replaced)
             self.sim.spend(txid, vout, confirm=confirm)
+
+    @precondition(lambda self: any(self.sim.txs[t].evicted for t in self.sim.accepted))
+    @rule(data=st.data())
+    def resurface(self, data: st.DataObject) -> None:
+        """A transaction this node dropped (evicted, replaced) comes back: another node's mempool or a miner
+        that never saw the replacement still had it. Only the candidates-conflict rule keeps this from paying
+        twice."""
+        gone = sorted(t for t in self.sim.accepted if self.sim.txs[t].evicted)
+        txid = data.draw(st.sampled_from(gone))
+        with contextlib.suppress(BroadcastRejected):
+            self.sim.broadcast(self.sim.txs[txid].raw.hex())
 
     @precondition(lambda self: len(self.sim.blocks) > 3)
     @rule(drop=st.booleans())
