@@ -113,6 +113,7 @@ async def _sweep(tmp_path: Path, sim: Any, db_url: str, hook_port: int, hooks: l
         API_KEY=API_KEY,
         METRICS_TOKEN=METRICS_TOKEN,
         UPTIME_WEBHOOK_FAIL_SUFFIX="true",
+        UPTIME_WEBHOOK_START="true",
         # prod requires both treasury guards; generous here so that nothing of the sweep is held or deferred.
         BTC_PAYOUT_MAX_SATS="100000000",
         BTC_PAYOUT_DAILY_LIMIT_SATS="1000000000",
@@ -203,12 +204,17 @@ async def _sweep(tmp_path: Path, sim: Any, db_url: str, hook_port: int, hooks: l
 
 
 def _pinged(hooks: list[str], token: str, fail: bool = False) -> bool:
-    # Pings carry ``?rid=<uuid4>`` (SPEC §8): the /fail suffix is on the path, before the query.
-    return any(token in path and urlsplit(path).path.endswith("/fail") == fail for path in hooks)
+    # Pings carry ``?rid=<uuid4>`` (SPEC §8): the /fail suffix is on the path, before the query. Start pings
+    # (UPTIME_WEBHOOK_START) are neither a success nor a failure.
+    paths = [urlsplit(path).path for path in hooks if token in path]
+    return any(p.endswith("/fail") == fail and not p.endswith("/start") for p in paths)
 
 
 async def _all_pinged(hooks: list[str]) -> bool:
-    return all(_pinged(hooks, token) for token in WEBHOOK_TOKENS.values())
+    started = all(
+        any(token in p and urlsplit(p).path.endswith("/start") for p in hooks) for token in WEBHOOK_TOKENS.values()
+    )
+    return started and all(_pinged(hooks, token) for token in WEBHOOK_TOKENS.values())
 
 
 async def _any_fail_ping(hooks: list[str]) -> bool:
