@@ -62,6 +62,8 @@ from icy_backend.domain.swap_tx import (
     SwapTx,
     authorisation_calldata,
     decode_stored,
+    market_fees,
+    next_nonce,
     sign_swap_tx,
     swap_calldata,
 )
@@ -73,6 +75,9 @@ log = logging.getLogger(__name__)
 R = swap_requests
 SENDER_LOCK_KEY = 0x6963792D737770  # "icy-swp": serialises nonce allocation of the signer wallet
 REPLACE_BEFORE_DEADLINE = 120  # seconds left to the signature deadline below which an unmined tx is replaced
+# Replacements per request (one every ~8 minutes while unmined): bounds the fee growth (x1.1 each) and the batch
+# (two reads per transaction). Past it the request waits for a person (IcyBackendSwapRequestsStuck).
+MAX_REPLACEMENTS = 20
 _rows = RowLog(log, "swap request")
 
 
@@ -209,22 +214,10 @@ class SwapRequestProcessor:
         )
         return any(int(amount) >= icy for (amount,) in rows)
 
-    async def _next_nonce(self, conn: AsyncConnection) -> int:
-        """The node's pending count, or one past the highest nonce of a request still ``sending`` (stored by any
-        processor, maybe not sent yet), whichever is higher. Called under the sender lock."""
-        node = await self.evm.transaction_count(self.signer.address, "pending")
-        stored = await conn.scalar(select(func.max(R.c.evm_nonce)).where(R.c.status == "sending"))
-        return node if stored is None else max(node, int(stored) + 1)
-
-    async def _market_fees(self) -> Fees:
-        block = await self.evm.block_by_number("latest")
-        base_fee = block.base_fee_per_gas if block is not None and block.base_fee_per_gas is not None else 0
-        return Fees.market(base_fee, await self.evm.max_priority_fee_per_gas())
-
     async def _build(self, conn: AsyncConnection, icy: int, btc_address: str, sats: int) -> SwapTx:
         auth = self.signer.sign(icy, btc_address, sats, now=self.clock())
-        nonce = await self._next_nonce(conn)
-        fees = await self._market_fees()
+        nonce = await next_nonce(conn, self.evm, self.signer.address)
+        fees = await market_fees(self.evm)
         call = {
             "from": self.signer.address,
             "to": self.contract,
@@ -273,7 +266,13 @@ class SwapRequestProcessor:
             # The nonce is still free on this endpoint: one of our transactions may yet be mined.
             deadline = row["signature_deadline"]
             if deadline is not None and int(deadline) - self.clock() < REPLACE_BEFORE_DEADLINE:
-                return await self._replace(row, stored.gas, stored.fees, nonce, hashes, report)
+                if len(hashes) <= MAX_REPLACEMENTS:
+                    return await self._replace(row, stored.gas, stored.fees, nonce, hashes, report)
+                log.warning(
+                    "swap request %d: unmined after %d replacements; a person must look", row_id, len(hashes) - 1
+                )
+                await self._send(row_id, raw, current, report)
+                return "replacement_limit"
             return await self._send(row_id, raw, current, report)
         if view.knows_any():
             return None  # the endpoint is between states; the next run sees it settled
@@ -311,7 +310,7 @@ class SwapRequestProcessor:
         (with the superseded hashes) before it is sent."""
         row_id, current = int(row["id"]), hashes[0]
         try:
-            fees = old_fees.bumped(await self._market_fees())
+            fees = old_fees.bumped(await market_fees(self.evm))
         except UpstreamError as exc:
             return "replace_" + error_class(exc)
         icy, address, sats = int(row["icy_amount"]), str(row["btc_address"]), int(row["btc_amount"])

@@ -19,7 +19,11 @@ from eth_account import Account
 from eth_account.typed_transactions.typed_transaction import TypedTransaction
 from eth_utils.crypto import keccak
 from hexbytes import HexBytes
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from icy_backend.clients.evm import EvmRpcClient
+from icy_backend.db.tables import swap_requests
 from icy_backend.domain.signature import SwapAuthorisation
 
 SWAP_SELECTOR = keccak(text="swap(uint256,string,uint256,uint256,uint256,bytes)")[:4]
@@ -87,6 +91,22 @@ def decode_stored(raw: str) -> StoredTx:
     )
 
 
+async def market_fees(evm: EvmRpcClient) -> Fees:
+    """Fee caps at today's base fee (x2 headroom) and the node's suggested priority fee."""
+    block = await evm.block_by_number("latest")
+    base_fee = block.base_fee_per_gas if block is not None and block.base_fee_per_gas is not None else 0
+    return Fees.market(base_fee, await evm.max_priority_fee_per_gas())
+
+
+async def next_nonce(conn: AsyncConnection, evm: EvmRpcClient, sender: str) -> int:
+    """The node's pending count, or one past the highest nonce of a request still ``sending`` (stored by any
+    processor, maybe not sent yet), whichever is higher. Call it under the sender lock, in the transaction that
+    stores the request's transaction."""
+    node = await evm.transaction_count(sender, "pending")
+    stored = await conn.scalar(select(func.max(swap_requests.c.evm_nonce)).where(swap_requests.c.status == "sending"))
+    return node if stored is None else max(node, int(stored) + 1)
+
+
 def authorisation_calldata(auth: SwapAuthorisation) -> bytes:
     """The ``swap(...)`` calldata carrying ``auth``."""
     return swap_calldata(
@@ -125,6 +145,8 @@ __all__ = [
     "SwapTx",
     "authorisation_calldata",
     "decode_stored",
+    "market_fees",
+    "next_nonce",
     "sign_swap_tx",
     "swap_calldata",
 ]

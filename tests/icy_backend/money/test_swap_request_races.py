@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from icy_backend.clients.evm import EvmRpcClient
 from icy_backend.db.tables import swap_requests
+from icy_backend.domain import swap_requests as swap_requests_module
 from icy_backend.domain.swap_requests import SwapRequestProcessor
 from icy_backend.domain.swap_tx import decode_stored
 from icy_backend.settings import Settings
@@ -243,3 +244,27 @@ async def test_two_processors_on_one_queue_send_each_request_once(swap_world: Sw
     assert [r["status"] for r in rows] == ["completed"] * len(ids)
     assert sorted(_swap_events(sw)) == sorted(str(r["evm_tx_hash"]) for r in rows)
     assert len(_signer_swap_calls(sw)) == len(ids)
+
+
+async def test_replacements_stop_at_the_limit(swap_world: SwapWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node that never takes a replacement: every ~8 minutes another one is stored (fees x1.1 each time); past
+    MAX_REPLACEMENTS the request keeps re-sending what it has and says so (a person must look)."""
+    monkeypatch.setattr(swap_requests_module, "MAX_REPLACEMENTS", 3)
+    sw = swap_world
+    settings = _settings(sw)
+    node = Node(sw.evm_sim, sw.evm_sim.node, hold=True, accept_replacements=False)
+    (request,) = await _requests(sw, settings, 1)
+    clock = Clock()
+    proc = SwapRequestProcessor(sw.engine, _evm(sw, node), sw.oracle, settings, clock=clock)
+    await proc.run()
+    outcomes: list[str | None] = []
+    for _ in range(5):
+        clock.now = int(str((await _rows(sw))[0]["signature_deadline"])) - 60
+        await proc.run(outcomes.append)
+    row = (await _rows(sw))[0]
+    assert len(str(row["replaced_tx_hashes"]).split()) == 3
+    assert outcomes[-2:] == ["replacement_limit", "replacement_limit"]
+    node.release()  # the original is mined after all
+    sw.evm_sim.mine_empty(1 + CONFIRMATIONS)
+    assert (await proc.run()).completed == [request]
+    assert len(_swap_events(sw)) == 1
