@@ -16,7 +16,10 @@ conversion of swap requests and the indexers' price-outlier check — goes throu
   is younger than ``MOCHI_MAX_AGE``; otherwise :class:`OracleIncomplete` (routes: 503 ``oracle_incomplete``).
   The display routes keep the partial figure and its warning.
 * treasury BTC minus the totals of payouts owed but not yet in the mempool (``pending``, ``held``,
-  ``broadcasting``), read from the database at every call so replicas agree.
+  ``broadcasting``), read from the database at every call (concurrent calls share one read) so replicas agree.
+  The cached treasury figure is up to 5 minutes old, so the payouts owed when it was read, and every payout
+  created since, stay subtracted until it is read again, whatever their state now: their coins are still in
+  that figure even once they reach the mempool.
 """
 
 from __future__ import annotations
