@@ -80,6 +80,14 @@ def lock_session_settings(idle_session_timeout: float = IDLE_SESSION_TIMEOUT_SEC
     }
 
 
+def unsupported_setting(exc: BaseException) -> str | None:
+    """The lock-session setting this PostgreSQL does not know (``idle_session_timeout`` needs PostgreSQL 14+)."""
+    text_ = str(exc)
+    if "unrecognized configuration parameter" not in text_:
+        return None
+    return next((name for name in lock_session_settings() if f'"{name}' in text_), None)
+
+
 class LeaderLock:
     """One campaign = try the lock once; if won, run the leader's work until it returns, or is fenced."""
 

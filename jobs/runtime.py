@@ -18,7 +18,7 @@ from icy_backend.lifecycle import Lifecycle
 from icy_backend.metrics.families import PENDING_TRANSACTION_TYPES, Metrics
 from icy_backend.settings import Settings
 from jobs.definition import JobDefinition
-from jobs.leader import LOCK_KEY, PROOF_INTERVAL_SECONDS, LeaderLock
+from jobs.leader import LOCK_KEY, PROOF_INTERVAL_SECONDS, LeaderLock, unsupported_setting
 from jobs.scheduler import Scheduler
 from jobs.status import LATE_GRACE_SECONDS, JobsReport, StatusBoard
 from jobs.webhooks import Pinger, UptimePings
@@ -168,7 +168,16 @@ class JobRuntime:
                 if won or leader.holder_alive:
                     self._leader_seen = time.monotonic()
             except Exception as exc:
-                log.warning("job leader election failed (%s); retrying", error_class(exc))
+                setting = unsupported_setting(exc)
+                if setting is not None:
+                    # Fencing needs it: never lead without it. Loud, because no replica can ever lead.
+                    log.error(
+                        "job leader election impossible: PostgreSQL does not know %s (PostgreSQL 14+ is required "
+                        "for leader fencing); retrying",
+                        setting,
+                    )
+                else:
+                    log.warning("job leader election failed (%s); retrying", error_class(exc))
             self._set_role("standby")
             # A replica that just lost its lock connection waits longer, so a healthy standby takes over.
             await anyio.sleep(self.retry_interval * (2 if leader.lost else 1))

@@ -186,3 +186,25 @@ async def test_no_run_starts_once_leadership_is_unproven_even_before_the_fence_f
 
 async def _record(starts: list[float]) -> None:
     starts.append(time.monotonic())
+
+
+@pytest.mark.anyio
+async def test_a_postgres_without_a_fencing_setting_is_reported_loudly(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL < 14 has no idle_session_timeout: the lock session cannot open, nobody leads, the log says why."""
+    require_pg()
+    real = lock_session_settings()
+    # A setting no PostgreSQL knows stands in for idle_session_timeout on PostgreSQL 13.
+    monkeypatch.setattr(
+        "jobs.leader.lock_session_settings",
+        lambda idle_session_timeout=20.0: {**real, "idle_session_timeout_v99": "1"},
+    )
+    replica = Replica("a", PG_URL, random.randint(1, 2**62))
+    try:
+        async with running(replica.runtime):
+            await wait_for(lambda: "PostgreSQL 14+ is required" in caplog.text, timeout=5)
+            assert replica.runtime.role == "standby"
+    finally:
+        await replica.engine.dispose()
+    assert "PostgreSQL does not know idle_session_timeout" in caplog.text
