@@ -195,7 +195,10 @@ SCHEMAS: dict[str, Any] = {
                 "type": ["string", "null"],
                 "description": "Short class (e.g. below_dust, daily_limit, insufficient_funds), never free text",
             },
-            "hold_reason": {"type": ["string", "null"], "enum": ["over_limit", "price_outlier", None]},
+            "hold_reason": {
+                "type": ["string", "null"],
+                "description": "Why a person must decide (over_limit, price_outlier, operator), never free text",
+            },
             "processed_at": {"type": ["string", "null"], "format": "date-time"},
             "created_at": {"type": "string", "format": "date-time"},
             "updated_at": {"type": "string", "format": "date-time"},

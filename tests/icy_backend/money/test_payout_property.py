@@ -206,7 +206,7 @@ class PayoutMachine(RuleBasedStateMachine):
     def evict(self, data: st.DataObject) -> None:
         self.sim.evict(data.draw(st.sampled_from(sorted(self.sim.mempool))))
 
-    @rule(mempool_min=st.sampled_from([1.0, 6.0, 15.0]), lag=st.sampled_from([-3.0, 0.0, 2.0, 30.0]))
+    @rule(mempool_min=st.sampled_from([1.0, 6.0, 15.0]), lag=st.sampled_from([-3.0, 0.0, 2.0, 30.0, 70.0]))
     def fees(self, mempool_min: float, lag: float) -> None:
         """A fee spike (or fall): the mempool minimum moves and evicts what pays less; the estimate usually
         follows it (sometimes lags below it, sometimes overshoots past the fee cap)."""
