@@ -33,7 +33,7 @@ from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 REPO = Path(__file__).resolve().parents[2]
-TOOLS_DIR = Path(os.environ.get("ICY_EVM_TOOLS_DIR", REPO / ".tools" / "evm"))
+TOOLS_DIR = REPO / ".tools" / "evm"
 ANVIL_BIN = TOOLS_DIR / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
 SOLC_DIR = TOOLS_DIR / "node_modules" / "solc"
 CONTRACTS_DIR = REPO / "contracts"
@@ -81,9 +81,6 @@ class Artifact:
     name: str
     abi: list[dict[str, Any]]
     bytecode: bytes
-
-    def selector(self, signature: str) -> bytes:
-        return bytes(keccak(text=signature)[:4])
 
 
 _COMPILE_JS = """
