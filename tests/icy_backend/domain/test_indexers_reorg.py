@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from icy_backend.db.tables import indexer_checkpoints
 from icy_backend.db.tables import onchain_btc_processed_transactions as payouts
 from icy_backend.db.tables import onchain_icy_transactions as icy_rows
 from icy_backend.domain.indexers import cursors
@@ -185,6 +186,10 @@ async def test_reorg_deeper_than_the_limit_stops_the_indexer(engine: AsyncEngine
         await run()
         before = await swap_rows(engine)
         at = await cursor(engine)
+        assert at is not None
+        async with engine.connect() as conn:  # one checkpoint per 1-block chunk, pruned to the limit plus one
+            kept = [int(n) for (n,) in (await conn.execute(select(indexer_checkpoints.c.block_number))).all()]
+        assert sorted(kept) == list(range(at - 4, at + 1))
         sims.evm.reorg(9, reinclude=True)  # 8 indexed blocks replaced, the swaps among them
         for _ in range(2):  # every run fails: a person decides
             with pytest.raises(ReorgTooDeep):
