@@ -20,7 +20,10 @@ Reorgs: when a Swap row is deleted, its payout is deleted only while nothing can
 (``pending``, ``held``, or ``failed`` without any candidate); otherwise it is kept and flagged ``reorged``
 (``reorged_at_block`` = the fork point). When the same event re-appears it re-attaches (flag cleared) — never a
 second payout. A flagged payout not re-attached within ``BLOCKCHAIN_REORG_DEPTH_MAX`` blocks is counted by
-``icy_backend_payouts_reorged_unattached`` (pages).
+``icy_backend_payouts_reorged_unattached`` (pages). A payout a person released is deleted too while still
+``pending`` (paying for an event that is gone would be worse); if its event re-appears, it is created again and
+its holds are decided again, so a person may have to release it a second time. A ``failed`` payout without any
+candidate never sent anything, so it goes like a pending one (no page for a payout that never paid).
 """
 
 from __future__ import annotations

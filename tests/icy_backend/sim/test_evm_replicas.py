@@ -138,3 +138,27 @@ async def test_reorg_can_leave_removed_logs_in_get_logs(sim: EvmSim, client: htt
     assert len(logs) == 1
     assert logs[0]["removed"] is True
     assert logs[0]["blockHash"] == r.json()["removed"][0]
+
+
+async def test_mine_control_answers_the_new_state_and_refuses_unknown_keys(
+    sim: EvmSim, client: httpx.AsyncClient
+) -> None:
+    head = sim.head
+    r = await client.post("/evm/_sim/mine", json={"blocks": 3})
+    assert r.status_code == 200
+    assert r.json() == {"block_number": head + 3}
+    assert (await client.post("/evm/_sim/mine", json={"count": 3})).status_code == 400
+    assert (await client.post("/evm/_sim/mine", json={"blocks": 0})).status_code == 400
+    assert sim.head == head + 3
+    lag = await client.get("/evm2/_sim/lag")
+    assert lag.json() == {"blocks": 0, "head": head + 3, "chain_head": head + 3}
+
+
+async def test_finalized_tag_lags_the_head_by_the_finality_depth(sim: EvmSim, client: httpx.AsyncClient) -> None:
+    sim.mine_empty(10)
+    sim.finality_depth = 4
+    finalized = await rpc(client, "/evm", "eth_getBlockByNumber", "finalized", False)
+    assert int(finalized["number"], 16) == sim.head - 4
+    await client.put("/evm2/_sim/lag", json={"blocks": 2})
+    behind = await rpc(client, "/evm2", "eth_getBlockByNumber", "safe", False)
+    assert int(behind["number"], 16) == sim.head - 6
