@@ -222,3 +222,25 @@ async def test_icy_transfers_follow_a_reorg(engine: AsyncEngine) -> None:
             assert row["block_hash"] == sims.evm.blocks[row["block_number"]].hash
         assert reorgs(env.metrics, "icy") == 1
         assert await cursor(engine, cursors.ICY_CURSOR) == sims.evm.head - 1
+
+
+async def test_held_and_failed_payouts_of_vanished_events_go_with_them(engine: AsyncEngine) -> None:
+    sims = Simulators()
+    sims.seed_demo()
+    sims.evm.mine_empty(4)
+    fair_swap(sims, user(10), times=3)  # held: price_outlier
+    sims.evm.emit_swap(ICY, user(11), 3_100, sims.holders[0])  # failed: below_dust (total 100 sats)
+    sims.evm.mine_block()
+    sims.evm.mine_block()
+    async with sim_env(sims, **SETTINGS) as env:
+        run = swap_job(engine, env)
+        await run()
+        assert sorted((p["status"], p["hold_reason"] or p["failure_reason"]) for p in await payout_rows(engine)) == [
+            ("failed", "below_dust"),
+            ("held", "price_outlier"),
+        ]
+        sims.evm.reorg(2, reinclude=False)
+        await run()
+        assert await swap_rows(engine) == []
+        assert await payout_rows(engine) == []  # nothing was ever sent for them: nothing to flag or page
+        assert metric(env.metrics, "icy_backend_payouts_reorged_unattached") == 0
