@@ -244,3 +244,23 @@ async def test_held_and_failed_payouts_of_vanished_events_go_with_them(engine: A
         assert await swap_rows(engine) == []
         assert await payout_rows(engine) == []  # nothing was ever sent for them: nothing to flag or page
         assert metric(env.metrics, "icy_backend_payouts_reorged_unattached") == 0
+
+
+async def test_a_node_behind_the_cursor_is_not_a_reorg(engine: AsyncEngine) -> None:
+    sims, _, hashes = three_swaps()
+    async with sim_env(sims, **SETTINGS) as env:
+        run = swap_job(engine, env)
+        await run()
+        at = await cursor(engine)
+        later = fair_swap(sims, user(12))
+        sims.evm.mine_empty(3)
+        sims.evm.node.lag = 8  # the only node restarted from an older snapshot: the cursor's block is unknown to it
+        ctx = await run()
+        assert await cursor(engine) == at
+        assert reorgs(env.metrics) == 0
+        assert len(await swap_rows(engine)) == 3
+        assert ctx.items_failed == 0  # waiting is not a failure
+        sims.evm.node.lag = 0
+        await run()
+        assert [r["transaction_hash"] for r in await swap_rows(engine)] == [*hashes, later]
+        assert reorgs(env.metrics) == 0
