@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from icy_backend.clients.evm import Log
+from icy_backend.db.engine import make_engine
+from icy_backend.db.migrate import upgrade
 from icy_backend.domain.indexers.swap import event_indexes
 from icy_backend.domain.indexers.swap_payouts import is_price_outlier, payout_row
 from icy_backend.domain.swap_validation import PricingUnavailable
 from icy_backend.settings import load_settings
 from icy_backend.sim.combined import Simulators
-from tests.icy_backend.domain.indexer_support import ICY, cursor, fair_swap, swap_job, swap_rows, user
+from tests.icy_backend.domain.indexer_support import ICY, cursor, fair_swap, payout_rows, swap_job, swap_rows, user
 from tests.icy_backend.domain.support import sim_env
 
 RATIO = 4 * 10**13  # 400 000 ICY per BTC: 100 ICY = 25 000 sats
@@ -74,3 +77,32 @@ async def test_finality_tag_sets_the_scan_target_on_the_endpoint(engine: AsyncEn
         await swap_job(engine, env)()
         assert await cursor(engine) == sims.evm.head - 2
         assert [r["transaction_hash"] for r in await swap_rows(engine)] == [early, late]
+
+
+@pytest.mark.anyio
+async def test_reorg_handling_runs_on_sqlite_too(tmp_path: Path) -> None:
+    """Sandbox mode indexes into SQLite: rollback (DELETE … RETURNING), detach and re-attach work there too."""
+    sims = Simulators()
+    sims.seed_demo()
+    txs = [fair_swap(sims, user(20 + n)) for n in range(2)]
+    sims.evm.mine_block()
+    sims.evm.mine_block()
+    settings = load_settings({"APP_ENV": "test"}, env_file=None)
+    engine = make_engine(settings, f"sqlite+aiosqlite:///{tmp_path}/sandbox.sqlite3")
+    try:
+        await upgrade(engine)
+        async with sim_env(sims, BLOCKCHAIN_CONFIRMATIONS="1") as env:
+            run = swap_job(engine, env)
+            await run()
+            assert len(await payout_rows(engine)) == 2
+            sims.evm.reorg(2, reinclude=True)
+            await run()
+            rows = await swap_rows(engine)
+            assert sorted((r["transaction_hash"], r["event_index"]) for r in rows) == sorted((t, 0) for t in txs)
+            assert len(await payout_rows(engine)) == 2
+            sims.evm.reorg(2, reinclude=False)
+            await run()
+            assert await swap_rows(engine) == []
+            assert await payout_rows(engine) == []
+    finally:
+        await engine.dispose()
