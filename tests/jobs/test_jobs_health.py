@@ -170,3 +170,25 @@ async def test_without_a_runtime_the_endpoint_is_unhealthy() -> None:
         response = await client.get(URL)
     assert response.status_code == 503
     assert response.json()["status"] == "unhealthy"
+
+
+@pytest.mark.anyio
+async def test_body_matches_the_openapi_schema(metrics: Metrics) -> None:
+    """The jobs body (leader/single shape, with late, skipped_count and summary.leader) fits the documented schema."""
+    from icy_backend.routes.openapi_doc import SCHEMAS
+
+    jsonschema = pytest.importorskip("jsonschema")  # installed with the test extra (schemathesis needs it)
+
+    async def slow(ctx: JobContext) -> None:
+        await anyio.sleep(0.25)
+
+    runtime = _runtime(metrics, [job("slow", slow, interval=0.1), job("steady", noop, interval=0.1)])
+    async with serving(runtime) as client:
+        await wait_for(lambda: runtime.statuses()["slow"]["skipped_count"] >= 1)
+        _, body, _ = await _get(client)
+    schema = {"$ref": "#/components/schemas/HealthResult", "components": {"schemas": SCHEMAS}}
+    jsonschema.validate(body, schema)
+    assert body["jobs"]["slow"]["skipped_count"] >= 1
+    bad = {**body, "summary": {**body["summary"], "leader": "somebody"}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
