@@ -149,7 +149,7 @@ async def test_frozen_leader_stops_before_postgres_frees_the_lock_and_a_standby_
 
             since = {k: round(v - frozen_at, 2) for k, v in seen.items()}
             # The old leader's fence stopped its jobs within 10 s of the partition (proofs every 5 s) ...
-            assert since["a_stopped"] <= FENCE_AFTER_SECONDS + 0.5, since
+            assert since["a_stopped"] <= FENCE_AFTER_SECONDS + 1.5, since  # 10 s after the last proof, plus a busy loop
             assert a.cancelled_at is not None and a.cancelled_at <= seen["a_stopped"]
             assert a.runtime.role == "standby"
             # ... before PostgreSQL itself ended the frozen session (idle_session_timeout) and freed the lock,
