@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bench.record import record
 from bench.variants import API_KEY, PATH, VARIANTS, stack_description
 
 HEADERS = [
@@ -373,6 +374,35 @@ def main() -> None:
     for case, series, size, times in render(5 if quick else 15):
         print(f"  {case:<22}{series:>7}{size:>9}" + "".join(f"{t:>10.1f}" for t in times))
     print(f"\ntotal {time.monotonic() - started:.0f} s")
+
+    def throughput_ratio(name: str) -> float:
+        base = "fastapi_bare" if name.startswith("fastapi") else "starlette_bare"
+        return round(loads[name].rps / loads[base].rps, 3)
+
+    cpu_added = {name: round(cpu[name] - cpu[base], 2) for name, base in PAIRS}
+    throughput = {name: throughput_ratio(name) for name in loads}
+    headline = (
+        f"throughput under hypercorn relative to the bare app: full stack {throughput['starlette_stack']:.3f} "
+        f"(goal ≥ 0.90), starlette-exporter {throughput['starlette_exporter']:.3f}, "
+        f"prometheus-fastapi-instrumentator {throughput['fastapi_instrumentator']:.3f}; in-process CPU added: "
+        f"full stack +{cpu_added['starlette_stack']:.1f} µs, metrics +{cpu_added['starlette_metrics']:.1f} µs, "
+        f"starlette-exporter +{cpu_added['starlette_exporter']:.1f} µs, "
+        f"instrumentator +{cpu_added['fastapi_instrumentator']:.1f} µs"
+    )
+    record(
+        "http_overhead" + ("_quick" if quick else ""),
+        {
+            "in_process_us_per_request": {k: round(v, 2) for k, v in cpu.items()},
+            "in_process_us_added": cpu_added,
+            "loopback": {n: {"rps": round(ld.rps, 1), "p99_ms": round(ld.p99_ms, 2)} for n, ld in loads.items()},
+            "loopback_throughput_ratio": throughput,
+            "loopback_generator": gen,
+            "full_stack": stack_description(),
+        },
+        headline=headline,
+        notes="(a) interleaved rounds, medians of CPU time; (b) one hypercorn process per variant pinned to CPU 0, "
+        "load on the other CPU, interleaved rounds, medians; the machine is shared with other work",
+    )
 
 
 if __name__ == "__main__":
