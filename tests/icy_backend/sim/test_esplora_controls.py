@@ -257,3 +257,25 @@ async def test_confirmed_foreign_spend_of_an_unconfirmed_coin_mines_its_parent(s
     assert sim.blocks[-1].txids == [coin[0], foreign]
     assert sim.mempool == []
     assert sim.confirmations(coin[0]) == sim.confirmations(foreign) == 1
+
+
+async def test_lagging_view_reads_are_those_of_its_own_tip(sim: EsploraSim) -> None:
+    view = sim.lagging_view()
+    coin = sim.fund(WALLET.address, 100_000)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=view.app), base_url="http://sim2") as c2:
+        txid = await send(c2, pay(coin, 100_000, 50_000, 1_000))
+        sim.mine()
+        view.lag = 1
+        stats = (await c2.get(f"/address/{WALLET.address}")).json()
+        assert stats["chain_stats"]["funded_txo_sum"] == 100_000
+        assert stats["chain_stats"]["spent_txo_sum"] == 0
+        assert stats["mempool_stats"]["spent_txo_sum"] == 100_000  # mined after its tip: still "mempool" there
+        chain = [t["txid"] for t in (await c2.get(f"/address/{WALLET.address}/txs/chain")).json()]
+        assert chain == [coin[0]]
+        out = (await c2.get(f"/tx/{coin[0]}/outspend/{coin[1]}")).json()
+        assert out["txid"] == txid
+        assert out["status"] == {"confirmed": False}
+        utxos = (await c2.get(f"/address/{WALLET.address}/utxo")).json()
+        assert [(u["txid"], u["status"]["confirmed"]) for u in utxos] == [(txid, False)]
+        # The up-to-date view of the same chain meanwhile sees the block.
+        assert sim.address_json(WALLET.address)["chain_stats"]["spent_txo_sum"] == 100_000

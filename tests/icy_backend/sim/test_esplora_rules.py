@@ -218,3 +218,25 @@ async def test_op_return_output_is_standard(sim: EsploraSim, client: httpx.Async
     r = await post(client, signed.serialize().hex())
     assert r.status_code == 200, r.text
     assert sim.txs[r.text].vout[1].type == "unknown"
+
+
+@pytest.mark.parametrize("hashtype", [0x01, 0x02, 0x03, 0x81, 0x82, 0x83])
+async def test_own_bip143_sighash_agrees_with_embit(hashtype: int) -> None:
+    """The simulator's sighash is its own code; on every hash type it must agree with an established one."""
+    from embit.script import Script
+    from embit.transaction import Transaction
+
+    raw = WALLET.sign_spend(
+        [("11" * 32, 0, 70_000), ("22" * 32, 3, 30_000)], [(USER.address, 60_000), (WALLET.address, 39_000)]
+    )
+    ours = parse_tx(bytes.fromhex(raw))
+    theirs = Transaction.parse(bytes.fromhex(raw))
+    for n, value in ((0, 70_000), (1, 30_000)):
+        key_hash = ours.vin[n].witness[1]
+        script_code = (
+            b"\x76\xa9\x14" + hashlib.new("ripemd160", hashlib.sha256(key_hash).digest()).digest() + b"\x88\xac"
+        )
+        expected = theirs.sighash_segwit(n, Script(script_code), value, sighash=hashtype)
+        assert bip143_sighash(ours, n, script_code, value, hashtype) == expected
+    assert ours.txid == theirs.txid().hex()
+    assert ours.serialize() == bytes.fromhex(raw)
