@@ -2,7 +2,9 @@
 
 Rendering (and compression) runs in a worker thread so a large registry never blocks the event loop. When a
 token is configured (``METRICS_TOKEN``) the request needs ``Authorization: Bearer <token>``, compared in
-constant time; otherwise 401 ``{"error": "Unauthorized"}``.
+constant time; otherwise 401 ``{"error": "Unauthorized"}``. Before rendering, an authorised scrape calls every
+``Metrics.scrape_hooks`` entry on the event loop (the health service starts refreshes of stale results there, SPEC
+§5 "fresh for Prometheus"); hooks only start work and never wait for it.
 """
 
 from __future__ import annotations
