@@ -88,12 +88,26 @@ class ReconcileStep(BumpStep):
                     rows_log.transition(row_id, status, "confirming")
                 status = "confirming"
             newest = live[-1]
-            if cand.id == newest.id and await self._estimate_rose(newest, tip):
+            if cand.id != newest.id:
+                return await self._send_stored_replacement(row_id, status, newest, report)
+            if await self._estimate_rose(newest, tip):
                 return await self.bump(row_id, status, report)
             return WAITING
         if await self._proven_dead(live[0], {c.txid for c in everything}, tip):
             return await self._back_to_pending(row_id, status, report, "inputs_spent_elsewhere", dead=True)
         return await self._resend(row_id, status, live, report)
+
+    async def _send_stored_replacement(
+        self, row_id: int, status: str, newest: Candidate, report: PayoutRunReport
+    ) -> str | None:
+        """An older candidate is in the mempool, but a newer one (it pays more) was stored and the node does not
+        have it: a crash between storing and sending it, or a refusal. Send it; it replaces the older one."""
+        answer, _detail = await self.send(row_id, newest)
+        if answer in (Answer.ACCEPTED, Answer.KNOWN):
+            if await self.to_confirming(row_id, status, newest, report):
+                report.bumps.append("replaced")
+            return None
+        return WAITING  # the older candidate is still in the mempool and may confirm
 
     async def _confirmed(
         self, row_id: int, status: str, cand: Candidate, confs: int, report: PayoutRunReport

@@ -450,3 +450,37 @@ async def test_a_stale_processor_never_moves_a_completed_payout_back(world: BtcW
     row = await payout_row(engine, row_id)
     assert (row["status"], row["confirmations"]) == ("completed", 1)
     assert len(world.confirmed_to(recipient(19))) == 1
+
+
+async def test_crash_between_storing_and_sending_a_replacement(world: BtcWorld, engine: AsyncEngine) -> None:
+    """The replacement is stored, the process dies before sending it, the first candidate is still in the
+    mempool (priced out of blocks): the next run sends the stored replacement instead of waiting forever."""
+    import anyio
+
+    world.settings = make_settings(BTC_PAYOUT_BUMP_AFTER_BLOCKS=1)
+    world.fund(500_000)
+    row_id = await add_payout(engine, 20, recipient(20), 70_000)
+    world.esplora_sim.set_fees({"6": 5.0})
+    await processor(world, engine).run()
+    world.esplora_sim.set_fees({"6": 15.0})
+    world.mine(1, min_fee_rate=10.0)  # ours waits
+    scope = anyio.CancelScope()
+
+    async def crash(point: str, _: int) -> None:
+        if point == "bump_stored":
+            scope.cancel()
+            await anyio.lowlevel.checkpoint()
+
+    with scope:
+        await PayoutProcessor(
+            engine, world.esplora(), world.prices(), world.settings, wallet_from_wif(WIF, "testnet"), checkpoint=crash
+        ).run()
+    assert scope.cancelled_caught
+    cands = await payout_candidates(engine, row_id)
+    assert len(cands) == 2 and not world.esplora_sim.tx_known(cands[1]["txid"])
+    await processor(world, engine).run()
+    assert world.esplora_sim.tx_known(cands[1]["txid"])
+    assert [c["status"] for c in await payout_candidates(engine, row_id)] == ["replaced", "active"]
+    world.mine(1, min_fee_rate=10.0)
+    assert (await processor(world, engine).run()).completed == [row_id]
+    assert [p["txid"] for p in world.confirmed_to(recipient(20))] == [cands[1]["txid"]]
