@@ -75,3 +75,25 @@ def verify_record_file(path: Path) -> tuple[int, list[str]]:
         except Exception as exc:  # a library error on our bytes is a failure too
             failures.append(f"{raw[:80]}…: {exc!r}")
     return len(seen), failures
+
+
+def payout_problems(
+    raw_hex: str, prevouts: list[tuple[int, str]], *, txid: str, fee: int, address: str, total: int
+) -> list[str]:
+    """What is wrong with a payout candidate, judged by bitcoinlib: signatures, RBF signal on every input,
+    fee = inputs − outputs equal to the stored fee, exactly one output paying ``total`` to ``address``."""
+    try:
+        tx = verify_tx(raw_hex, prevouts)
+    except Exception as exc:
+        return [f"{txid}: {exc!r}"]
+    problems = []
+    if tx.txid != txid:
+        problems.append(f"{txid}: raw transaction has txid {tx.txid}")
+    if not tx.signals_rbf:
+        problems.append(f"{txid}: an input does not signal BIP 125 replaceability")
+    if tx.fee != fee:
+        problems.append(f"{txid}: fee is {tx.fee} (inputs − outputs), the row says {fee}")
+    paying = [value for out_address, value in tx.outputs if out_address == address]
+    if paying != [total]:
+        problems.append(f"{txid}: outputs to the payout address are {paying}, the row's total is {total}")
+    return problems

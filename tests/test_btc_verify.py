@@ -11,7 +11,7 @@ from icy_backend.sim.btc_rules import parse_tx
 from icy_backend.sim.btc_wallet import P2wpkhKey
 from icy_backend.sim.esplora import EsploraSim
 from icy_backend.sim.esplora_chain import RECORD_ENV
-from tests.btc_verify import VerificationError, verify_record_file, verify_tx
+from tests.btc_verify import VerificationError, payout_problems, verify_record_file, verify_tx
 
 WALLET = P2wpkhKey.from_seed(b"verify wallet")
 USER = P2wpkhKey.from_seed(b"verify user")
@@ -80,3 +80,32 @@ def test_simulator_records_what_it_accepts(tmp_path: Path, monkeypatch: pytest.M
     count, failures = verify_record_file(record)
     assert count == 2
     assert len(failures) == 1
+
+
+def test_payout_problems_names_each_defect() -> None:
+    script = wallet_script()
+    prevouts = [(100_000, script), (20_000, script)]
+    raw = signed()
+    txid = parse_tx(bytes.fromhex(raw)).txid
+
+    def problems(raw_hex: str, **changes: object) -> list[str]:
+        row: dict[str, object] = {"txid": txid, "fee": 1_000, "address": USER.address, "total": 70_000, **changes}
+        return payout_problems(
+            raw_hex,
+            prevouts,
+            txid=str(row["txid"]),
+            fee=int(str(row["fee"])),
+            address=str(row["address"]),
+            total=int(str(row["total"])),
+        )
+
+    assert problems(raw) == []
+    assert problems(raw, fee=999) == [f"{txid}: fee is 1000 (inputs − outputs), the row says 999"]
+    assert problems(raw, total=70_001) == [
+        f"{txid}: outputs to the payout address are [70000], the row's total is 70001"
+    ]
+    assert problems(raw, txid="00" * 32) == [f"{'00' * 32}: raw transaction has txid {txid}"]
+    final = signed(sequence=0xFFFFFFFE)
+    final_txid = parse_tx(bytes.fromhex(final)).txid
+    assert problems(final, txid=final_txid) == [f"{final_txid}: an input does not signal BIP 125 replaceability"]
+    assert "VerificationError" in problems(signed(key=USER))[0]

@@ -38,10 +38,12 @@ from icy_backend.http.responses import ApiError
 from icy_backend.metrics.families import Metrics
 from icy_backend.metrics.registry import make_registry
 from icy_backend.settings import Settings
+from icy_backend.sim.btc_rules import parse_tx
 from icy_backend.sim.esplora import EsploraSim
 from icy_backend.sim.evm import EvmSim
 from icy_backend.sim.prices import PriceSim
 from tests import pg
+from tests.btc_verify import payout_problems
 
 WIF = ec.PrivateKey(hashlib.sha256(b"money tests payout wallet").digest()).wif(NETWORKS["test"])
 SIGNER_KEY = "0x" + hashlib.sha256(b"money tests swap signer").hexdigest()
@@ -125,6 +127,37 @@ async def world() -> AsyncIterator[BtcWorld]:
     yield w
     for http in w.http:
         await http.aclose()
+
+
+@pytest.fixture(autouse=True)
+def _reverify_candidates_of_money_tests(request: pytest.FixtureRequest) -> None:
+    """Every money test with a database and the Bitcoin simulator re-verifies its payout candidates at the end."""
+    if {"engine", "world", "anyio_backend"} <= set(request.fixturenames):
+        request.getfixturevalue("_candidates_reverified")
+
+
+@pytest.fixture
+async def _candidates_reverified(engine: AsyncEngine, world: BtcWorld) -> AsyncIterator[None]:
+    """After the test: every candidate of every payout, judged by an independent library (bitcoinlib, not embit):
+    signatures against the simulator's prevouts, RBF signal, fee = inputs − outputs = the stored fee, and one
+    output paying the row's total to its address (issue 13)."""
+    yield
+    P, C = onchain_btc_processed_transactions, btc_payout_candidates
+    query = select(C.c.txid, C.c.raw_tx, C.c.fee, P.c.btc_address, P.c.total).join(P, P.c.id == C.c.payout_id)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    problems: list[str] = []
+    for txid, raw, fee, address, total in rows:
+        prevouts = []
+        for i in parse_tx(bytes.fromhex(raw)).vin:
+            prev = world.esplora_sim.txs.get(i.prev_txid)
+            if prev is None or i.vout >= len(prev.vout):
+                problems.append(f"{txid}: spends an output the node never saw")
+                break
+            prevouts.append((prev.vout[i.vout].value, prev.vout[i.vout].script.hex()))
+        else:
+            problems += payout_problems(raw, prevouts, txid=txid, fee=int(fee), address=address, total=int(total))
+    assert not problems, problems
 
 
 async def add_payout(
