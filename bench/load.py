@@ -282,15 +282,16 @@ def pin_to_first_cpu(pid: int) -> None:
 
 
 @contextlib.contextmanager
-def own_service(tmp: Path, database_url: str) -> Iterator[str]:
-    """A simulator and the service (jobs every 5 s) on free loopback ports; yields the service's base URL."""
+def own_service(tmp: Path, database_url: str, **overrides: str) -> Iterator[str]:
+    """A simulator and the service (jobs every 5 s unless ``overrides`` say otherwise) on free loopback ports;
+    yields the service's base URL."""
     from tests.e2e.server import serve
     from tests.e2e.stack import service_env, simulator
 
     (tmp / "sim").mkdir(exist_ok=True)
     (tmp / "svc").mkdir(exist_ok=True)
     with simulator(tmp / "sim", block_time=2.0) as sim:
-        env = service_env(sim, database_url, INDEX_INTERVAL="5")
+        env = service_env(sim, database_url, **{"INDEX_INTERVAL": "5", **overrides})
         with serve(tmp / "svc", env, ready_path="/readyz") as server:
             pin_to_first_cpu(server.process.pid)
             # Warm the oracle cache and the external result cache once.

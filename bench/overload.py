@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.overload [--seconds 20]
 
-Starts the simulator and one service process (bench.load's ``own_service``: PostgreSQL, jobs every 5 s, pinned
+Starts the simulator and one service process (bench.load's ``own_service``: PostgreSQL, jobs every 2 min, pinned
 to CPU 0; this process and wrk run on the other CPU), then:
 
 1. capacity: a closed loop of 50 connections on ``/healthz`` (wrk when installed, else the in-process generator);
@@ -202,7 +202,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="icy-bench-overload-") as tmp_name:
         db_url = anyio.run(recreate_database, BENCH_DB)
         try:
-            with own_service(Path(tmp_name), db_url) as base_url:
+            # Jobs at the production interval (2 min): they run once at startup, not every 5 s as in bench.load.
+            with own_service(Path(tmp_name), db_url, INDEX_INTERVAL="120") as base_url:
                 cap = capacity(base_url, seconds / 2)
                 print("capacity (closed loop, 50 connections, /healthz):", cap)
                 half = anyio.run(open_loop, base_url, "/healthz", cap["rps"] / 2, seconds)
