@@ -6,6 +6,7 @@ import socket
 
 import anyio
 import anyio.abc
+import httpx
 import pytest
 
 from icy_backend.clients.factory import LIMITS
@@ -87,3 +88,36 @@ async def test_idle_connections_outlive_the_clients_pool_expiry() -> None:
             second = await _get(stream, "/esplora/blocks/tip/height")
             assert second.startswith(b"HTTP/1.1 200"), second
         stop.set()
+
+
+async def test_controls_work_the_same_under_the_simulate_mount() -> None:
+    sims = Simulators()
+    sims.seed_demo()
+    treasury = sims.btc_wallet.address
+    coin = sims.esplora.utxos_json(treasury)[0]
+    user = sims.btc_users[0].address
+    raw = sims.btc_wallet.sign_spend(
+        [(coin["txid"], coin["vout"], coin["value"])],
+        [(user, 100_000), (treasury, coin["value"] - 100_000 - 2_000)],
+        sequence=0xFFFFFFFD,
+    )
+    transport = httpx.ASGITransport(app=sims.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://sim") as client:
+        txid = (await client.post("/esplora/tx", content=raw)).text
+        r = await client.put("/esplora/_sim/fees", json={"estimates": {"6": 40.0}, "mempool_min": 20.0})
+        assert r.status_code == 200
+        assert r.json()["evicted"] == [txid]
+        assert (await client.get("/esplora/fee-estimates")).json() == {"6": 40.0}
+        payments = (await client.get("/esplora/_sim/payments")).json()
+        assert payments == [{"txid": txid, "address": user, "value": 100_000, "status": "evicted"}]
+        await client.put("/esplora/_sim/fees", json={"mempool_min": 1.0})
+        assert (await client.post("/esplora/tx", content=raw)).text == txid
+        mined = (await client.post("/esplora/_sim/mine", json={"blocks": 2})).json()
+        assert mined["mined"] == [txid]
+        reorg = await client.post("/esplora/_sim/reorg", json={"depth": 2, "drop": False})
+        assert reorg.json()["returned"] == [txid]
+        spend = await client.post("/esplora/_sim/spend", json={"outpoint": f"{coin['txid']}:{coin['vout']}"})
+        assert spend.json()["conflicted"] == [txid]
+        assert (await client.get("/esplora/_sim/payments")).json()[0]["status"] == "conflicted"
+        assert (await client.post("/esplora/_sim/evict", json={"txid": txid})).status_code == 400
+        assert (await client.post("/esplora/_sim/mine", json={"block": 1})).status_code == 400
