@@ -20,7 +20,9 @@ from icy_backend.metrics import Metrics, make_registry
 from icy_backend.metrics.endpoint import metrics_route
 from icy_backend.routes.health import routes as health_routes
 from icy_backend.sim.faults import Fault
-from tests.checks.conftest import Upstreams, make_settings, upstreams
+from checks.database import database_check
+from tests.checks.conftest import PG_URL, Upstreams, make_settings, postgres_engine, upstreams
+from tests.jobs.tcp_proxy import freezable_proxy
 
 pytestmark = pytest.mark.anyio
 
@@ -236,3 +238,35 @@ async def test_single_flight_cache_starts_one_refresh_for_many_stale_probes() ->
         await anyio.sleep(0.05)
         assert body.started == 2
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.postgres
+async def test_readyz_with_a_frozen_real_database_answers_stale_then_unhealthy() -> None:
+    """Real PostgreSQL behind a TCP proxy that freezes (a partition): probes keep answering in milliseconds from
+    the last result, the refresh times out at its deadline, and the next probe reports it."""
+    target = httpx.URL(PG_URL.replace("postgresql+asyncpg", "http"))
+    async with freezable_proxy(target.host, target.port or 5432) as proxy:
+        url = PG_URL.replace(f":{target.port or 5432}/", f":{proxy.port}/")
+        async with postgres_engine(url) as engine:
+            lifecycle = Lifecycle()
+            lifecycle.mark_started()
+            health = HealthService(
+                lifecycle=lifecycle,
+                database=database_check(engine, timeout=0.3),
+                external=[],
+                deadlines=Deadlines(readyz=0.3),
+                ttl=CacheTTL(readyz=0.1),
+            )
+            async with running(health) as client:
+                assert (await client.get("/readyz")).status_code == 200
+                proxy.freeze()
+                await anyio.sleep(0.15)
+                stale, took = await _timed_get(client, "/readyz")
+                assert stale.status_code == 200
+                assert took < AT_ONCE
+                await anyio.sleep(0.5)
+                after, took = await _timed_get(client, "/readyz")
+                assert after.status_code == 503
+                assert after.json()["checks"]["database"]["error"] == "timeout"
+                assert took < AT_ONCE
+                proxy.thaw()
