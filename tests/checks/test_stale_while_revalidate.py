@@ -12,6 +12,7 @@ import pytest
 from starlette.applications import Starlette
 
 from checks.cache import ResultCache
+from checks.database import database_check
 from checks.model import HEALTHY, Check, Metadata, Outcome
 from checks.runner import Runner
 from checks.service import CacheTTL, Deadlines, HealthService, MaxStale, build_health
@@ -20,7 +21,6 @@ from icy_backend.metrics import Metrics, make_registry
 from icy_backend.metrics.endpoint import metrics_route
 from icy_backend.routes.health import routes as health_routes
 from icy_backend.sim.faults import Fault
-from checks.database import database_check
 from tests.checks.conftest import PG_URL, Upstreams, make_settings, postgres_engine, upstreams
 from tests.jobs.tcp_proxy import freezable_proxy
 
