@@ -243,6 +243,20 @@ class PayoutMachine(RuleBasedStateMachine):
         with contextlib.suppress(BroadcastRejected):
             self.sim.broadcast(self.sim.txs[txid].raw.hex())
 
+    @rule(big_coin=st.booleans())
+    def fee_war(self, big_coin: bool) -> None:
+        """Fees jump (our mempool transactions are evicted), the processor bumps, and a miner that never saw the
+        replacements mines what it still had: every dropped transaction comes back, then a block."""
+        if big_coin:
+            self.fund(900_000)
+        self.sim.set_fees({"2": 40.0, "6": 20.0}, mempool_min=15.0)
+        self.run(None)
+        self.sim.set_fees({"2": 10.0, "6": 5.0}, mempool_min=1.0)  # the spike is over
+        for txid in [t for t in self.sim.accepted if self.sim.txs[t].evicted]:
+            with contextlib.suppress(BroadcastRejected):
+                self.sim.broadcast(self.sim.txs[txid].raw.hex())
+        self.sim.mine(1)
+
     @precondition(lambda self: len(self.sim.blocks) > 3)
     @rule(drop=st.booleans())
     def reorg(self, drop: bool) -> None:
