@@ -12,152 +12,62 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from embit import ec
 from embit.networks import NETWORKS
 from embit.script import Script, address_to_scriptpubkey, p2wpkh
 
-from icy_backend.sim.btc_rules import (
-    MAX_MONEY,
-    MAX_STANDARD_WEIGHT,
-    ParsedTx,
-    TxDecodeError,
-    TxIn,
-    TxOut,
-    check_p2wpkh_input,
-    is_p2wpkh,
-    parse_tx,
+from icy_backend.sim.btc_rules import ParsedTx, TxDecodeError, TxIn, TxOut, parse_tx
+from icy_backend.sim.esplora_policy import MempoolPolicy
+from icy_backend.sim.esplora_types import (
+    CONFIRMED,
+    CONFLICTED,
+    DEFAULT_FEES,
+    EVICTED,
+    FAUCET_FEE,
+    FOREIGN_FEE,
+    LIVE,
+    MEMPOOL,
+    MIN_RELAY_FEE_RATE,
+    NETWORK_NAMES,
+    PAGE_CONFIRMED,
+    PAGE_MEMPOOL,
+    RECORD_ENV,
+    REPLACED,
+    RPC_DESERIALIZATION_ERROR,
+    RPC_TRANSACTION_ALREADY_IN_CHAIN,
+    RPC_TRANSACTION_ERROR,
+    SCRIPT_TYPES,
+    Block,
+    BroadcastRejected,
+    ControlError,
+    Input,
+    Output,
+    StoredTx,
+    rejected,
 )
 
-PAGE_CONFIRMED = 25
-PAGE_MEMPOOL = 50
-NETWORK_NAMES = {"mainnet": "main", "main": "main", "testnet": "test", "test": "test"}
-NETWORK_NAMES.update({"signet": "signet", "regtest": "regtest"})
-SCRIPT_TYPES = {
-    "p2wpkh": "v0_p2wpkh",
-    "p2wsh": "v0_p2wsh",
-    "p2tr": "v1_p2tr",
-    "p2pkh": "p2pkh",
-    "p2sh": "p2sh",
-}
-DUST = {"p2pkh": 546, "p2sh": 540, "p2wpkh": 294, "p2wsh": 330, "p2tr": 330}
-DEFAULT_FEES: dict[str, float] = {"1": 20.1, "2": 15.3, "3": 10.5, "4": 8.2, "5": 6.7, "6": 5.2, "10": 3.4}
-DEFAULT_FEES.update({"12": 3.0, "25": 2.1, "144": 1.2, "504": 1.0, "1008": 1.0})
-MIN_RELAY_FEE_RATE = 1.0  # sat/vB, also the BIP 125 incremental relay fee
-MAX_REPLACEMENTS = 100
-FAUCET_FEE = 500
-MAX_OP_RETURN = 83
-FOREIGN_FEE = 1_000
-
-# Bitcoin Core's RPC error codes (rpc/protocol.h).
-RPC_DESERIALIZATION_ERROR = -22
-RPC_TRANSACTION_ERROR = -25  # missing inputs
-RPC_TRANSACTION_REJECTED = -26  # policy or consensus refusal
-RPC_TRANSACTION_ALREADY_IN_CHAIN = -27
-
-# Payment / transaction states. "mempool" and "confirmed" are known to the node; the others are not.
-MEMPOOL, CONFIRMED, REPLACED, EVICTED, CONFLICTED = "mempool", "confirmed", "replaced", "evicted", "conflicted"
-LIVE = (MEMPOOL, CONFIRMED)
-
-# When this environment variable names a file (the test session sets it), every transaction accepted by
-# ``POST /tx`` on any simulator, in-process or ``simulate`` subprocess, is appended to it as one JSON line
-# {"raw": hex, "prevouts": [[value, scriptPubKey hex], ...]} so an independent library can re-verify it.
-RECORD_ENV = "ICY_SIM_RECORD_TXS"
+# Re-exported: tests, the HTTP layer and the demo import the node's vocabulary from here.
+__all__ = [
+    "CONFIRMED",
+    "CONFLICTED",
+    "EVICTED",
+    "LIVE",
+    "MEMPOOL",
+    "PAGE_CONFIRMED",
+    "PAGE_MEMPOOL",
+    "RECORD_ENV",
+    "REPLACED",
+    "BroadcastRejected",
+    "ControlError",
+    "EsploraChain",
+    "Output",
+    "StoredTx",
+]
 
 
-class BroadcastRejected(Exception):
-    """A raw transaction the simulated node refuses, with bitcoind's error code and message."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    def body(self) -> str:
-        detail = json.dumps({"code": self.code, "message": self.message}, separators=(",", ":"))
-        return f"sendrawtransaction RPC error: {detail}"
-
-
-class ControlError(ValueError):
-    """A control request that cannot be carried out (answered 400)."""
-
-
-def _rejected(reason: str, code: int = RPC_TRANSACTION_REJECTED) -> BroadcastRejected:
-    return BroadcastRejected(code, reason)
-
-
-@dataclass
-class Output:
-    script: bytes
-    value: int
-    address: str | None
-    type: str | None
-
-
-@dataclass
-class Input:
-    txid: str
-    vout: int
-    sequence: int
-    witness: list[str]
-    scriptsig: str
-    prevout: Output
-
-
-@dataclass
-class StoredTx:
-    txid: str
-    raw: bytes
-    version: int
-    locktime: int
-    vin: list[Input]
-    vout: list[Output]
-    size: int
-    weight: int
-    order: int
-    block_height: int | None = None
-    state: str = MEMPOOL
-    broadcast: bool = False  # accepted through POST /tx (listed by payments)
-    priority: bool = False  # faucet / foreign spends: mined whatever their fee rate
-    addresses: set[str] = field(default_factory=set)
-
-    @property
-    def fee(self) -> int:
-        return sum(i.prevout.value for i in self.vin) - sum(o.value for o in self.vout)
-
-    @property
-    def vsize(self) -> int:
-        return (self.weight + 3) // 4
-
-    @property
-    def fee_rate(self) -> float:
-        return self.fee / self.vsize
-
-    @property
-    def evicted(self) -> bool:
-        """Unknown to the node (evicted, replaced, conflicted or dropped)."""
-        return self.state not in LIVE
-
-    @property
-    def signals_rbf(self) -> bool:
-        return any(i.sequence <= 0xFFFFFFFD for i in self.vin)
-
-    def pays_at_least(self, rate: float) -> bool:
-        """The fee reaches ``rate`` sat/vB (the same rounding as the acceptance checks)."""
-        return self.fee >= _fee_at(rate, self.vsize)
-
-
-@dataclass
-class Block:
-    height: int
-    hash: str
-    time: int
-    txids: list[str]
-
-
-class EsploraChain:
+class EsploraChain(MempoolPolicy):
     """In-memory Bitcoin node state with Esplora's JSON shapes."""
 
     def __init__(
@@ -237,14 +147,14 @@ class EsploraChain:
         try:
             parsed = parse_tx(bytes.fromhex(raw_hex.strip()))
         except (ValueError, TxDecodeError) as exc:
-            raise _rejected("TX decode failed", RPC_DESERIALIZATION_ERROR) from exc
+            raise rejected("TX decode failed", RPC_DESERIALIZATION_ERROR) from exc
         known = self.txs.get(parsed.txid)
         if known is not None and known.state == MEMPOOL:
-            raise _rejected("txn-already-known")
+            raise rejected("txn-already-known")
         if known is not None and known.state == CONFIRMED:
             if any(self._spender_state(known.txid, n) != CONFIRMED for n in range(len(known.vout))):
-                raise _rejected("Transaction already in block chain", RPC_TRANSACTION_ALREADY_IN_CHAIN)
-            raise _rejected("bad-txns-inputs-missingorspent", RPC_TRANSACTION_ERROR)
+                raise rejected("Transaction already in block chain", RPC_TRANSACTION_ALREADY_IN_CHAIN)
+            raise rejected("bad-txns-inputs-missingorspent", RPC_TRANSACTION_ERROR)
         prevouts, conflicts = self._check(parsed)
         replaced = self._check_replacement(parsed, prevouts, conflicts)
         self._check_scripts(parsed, prevouts)
@@ -457,126 +367,6 @@ class EsploraChain:
         address = parsed.address(self.network) if kind else None
         return Output(script, value, address, SCRIPT_TYPES.get(kind or "", "unknown"))
 
-    def _check(self, tx: ParsedTx) -> tuple[list[Output], set[str]]:
-        """Context checks in Bitcoin Core's order; returns the prevouts and the directly conflicting txids."""
-        if not tx.vin:
-            raise _rejected("bad-txns-vin-empty")
-        if not tx.vout:
-            raise _rejected("bad-txns-vout-empty")
-        if tx.weight > MAX_STANDARD_WEIGHT:
-            raise _rejected("tx-size")
-        if any(o.value < 0 for o in tx.vout):
-            raise _rejected("bad-txns-vout-negative")
-        if any(o.value > MAX_MONEY for o in tx.vout) or sum(o.value for o in tx.vout) > MAX_MONEY:
-            raise _rejected("bad-txns-txouttotal-toolarge")
-        if len({(i.prev_txid, i.vout) for i in tx.vin}) != len(tx.vin):
-            raise _rejected("bad-txns-inputs-duplicate")
-        if tx.version not in (1, 2):
-            raise _rejected("version")
-        for o in tx.vout:
-            if o.script[:1] == b"\x6a" and len(o.script) <= MAX_OP_RETURN:  # nulldata: standard, no dust limit
-                continue
-            kind = Script(o.script).script_type()
-            if kind not in DUST:
-                raise _rejected("scriptpubkey")
-            if o.value < DUST[kind]:
-                raise _rejected("dust")
-        conflicts: set[str] = set()
-        prevouts: list[Output] = []
-        for i in tx.vin:
-            prev = self.txs.get(i.prev_txid)
-            if prev is None or prev.state not in LIVE or i.vout >= len(prev.vout):
-                raise _rejected("bad-txns-inputs-missingorspent", RPC_TRANSACTION_ERROR)
-            spender = self.outspends.get((i.prev_txid, i.vout))
-            if spender is not None:
-                if self.txs[spender[0]].state == CONFIRMED:
-                    raise _rejected("bad-txns-inputs-missingorspent", RPC_TRANSACTION_ERROR)
-                conflicts.add(spender[0])
-            prevouts.append(prev.vout[i.vout])
-        for txid in conflicts:
-            if not self._replaceable(txid):
-                raise _rejected("txn-mempool-conflict")
-        total_in = sum(p.value for p in prevouts)
-        total_out = sum(o.value for o in tx.vout)
-        if total_out > total_in:
-            raise _rejected(f"bad-txns-in-belowout, value in ({total_in}) < value out ({total_out})")
-        fee, vsize = total_in - total_out, tx.vsize
-        min_relay = _fee_at(MIN_RELAY_FEE_RATE, vsize)
-        if fee < min_relay:
-            raise _rejected(f"min relay fee not met, {fee} < {min_relay}")
-        mempool_min = _fee_at(self.mempool_min, vsize)
-        if fee < mempool_min:
-            raise _rejected(f"mempool min fee not met, {fee} < {mempool_min}")
-        return prevouts, conflicts
-
-    def _replaceable(self, txid: str) -> bool:
-        """BIP 125: the tx or one of its unconfirmed ancestors signals replaceability."""
-        tx = self.txs[txid]
-        if tx.signals_rbf:
-            return True
-        return any(not self._parent_confirmed(i.txid) and self._replaceable(i.txid) for i in tx.vin)
-
-    def _parent_confirmed(self, txid: str) -> bool:
-        parent = self.txs.get(txid)  # faucet inputs spend outputs the node never saw: as good as confirmed
-        return parent is None or parent.state == CONFIRMED
-
-    def _check_replacement(self, tx: ParsedTx, prevouts: list[Output], conflicts: set[str]) -> list[str]:
-        """BIP 125 rules 3, 4, 5 and 6; returns every txid the replacement evicts (conflicts and descendants)."""
-        if not conflicts:
-            return []
-        replaced: list[str] = []
-        for txid in sorted(conflicts, key=lambda t: self.txs[t].order):
-            replaced += [t for t in self._descendants(txid) if t not in replaced]
-        if len(replaced) > MAX_REPLACEMENTS:
-            raise _rejected(f"too many potential replacements, rejecting replacement {tx.txid}")
-        if {i.prev_txid for i in tx.vin} & set(replaced):
-            raise _rejected(f"bad-txns-spends-conflicting-tx, {tx.txid} spends conflicting transaction")
-        conflict_parents = {i.txid for c in conflicts for i in self.txs[c].vin}
-        for n, i in enumerate(tx.vin):  # rule 2: no new unconfirmed inputs
-            if not self._parent_confirmed(i.prev_txid) and i.prev_txid not in conflict_parents:
-                raise _rejected(f"replacement-adds-unconfirmed, replacement {tx.txid} adds unconfirmed input, idx {n}")
-        fee = sum(p.value for p in prevouts) - sum(o.value for o in tx.vout)
-        vsize = tx.vsize
-        for txid in conflicts:
-            old = self.txs[txid]
-            if fee * old.vsize <= old.fee * vsize:  # new fee rate must be strictly higher (rule 6)
-                raise _rejected(
-                    f"insufficient fee, rejecting replacement {tx.txid}; new feerate {fee / vsize:.8f} <= "
-                    f"old feerate {old.fee_rate:.8f}"
-                )
-        replaced_fees = sum(self.txs[t].fee for t in replaced)
-        if fee < replaced_fees:
-            raise _rejected(
-                f"insufficient fee, rejecting replacement {tx.txid}, less fees than conflicting txs; "
-                f"{fee} < {replaced_fees}"
-            )
-        extra = _fee_at(MIN_RELAY_FEE_RATE, vsize)
-        if fee - replaced_fees < extra:
-            raise _rejected(
-                f"insufficient fee, rejecting replacement {tx.txid}, not enough additional fees to relay; "
-                f"{fee - replaced_fees} < {extra}"
-            )
-        return replaced
-
-    def _descendants(self, txid: str) -> list[str]:
-        out = [txid]
-        for n in range(len(self.txs[txid].vout)):
-            child = self.outspends.get((txid, n))
-            if child is not None and self.txs[child[0]].state == MEMPOOL:
-                out += [t for t in self._descendants(child[0]) if t not in out]
-        return out
-
-    def _check_scripts(self, tx: ParsedTx, prevouts: list[Output]) -> None:
-        if not self.verify_signatures:
-            return
-        for n, prevout in enumerate(prevouts):
-            if not is_p2wpkh(prevout.script):
-                # Only P2WPKH coins are ever spent through this node; anything else cannot be checked here.
-                raise _rejected("non-mandatory-script-verify-flag (simulator verifies P2WPKH inputs only)")
-            error = check_p2wpkh_input(tx, n, prevout.script, prevout.value)
-            if error is not None:
-                raise _rejected(f"mandatory-script-verify-flag-failed ({error})")
-
     def _store(
         self, tx: ParsedTx, prevouts: list[Output], *, broadcast: bool = False, priority: bool = False
     ) -> StoredTx:
@@ -609,11 +399,6 @@ class EsploraChain:
 
     def live(self, txids: Iterable[str]) -> list[StoredTx]:
         return [self.txs[t] for t in txids if self.txs[t].state in LIVE]
-
-
-def _fee_at(rate: float, vsize: int) -> int:
-    """Bitcoin Core's CFeeRate::GetFee: rate in sat/kvB × size / 1000, truncated."""
-    return round(rate * 1000) * vsize // 1000
 
 
 def _key_address(seed: bytes, network: Any) -> str:
