@@ -61,7 +61,7 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 @contextmanager
-def simulator(tmp_path: Path, *, block_time: float = 1.0) -> Iterator[Simulator]:
+def simulator(tmp_path: Path, *, block_time: float = 1.0, btc_block_time: float | None = None) -> Iterator[Simulator]:
     """Run ``icy-backend simulate`` on a free loopback port until the block ends."""
     port = free_port()
     env_path = tmp_path / "sim.env"
@@ -71,6 +71,8 @@ def simulator(tmp_path: Path, *, block_time: float = 1.0) -> Iterator[Simulator]
         env[RECORD_ENV] = os.environ[RECORD_ENV]
     cmd = [sys.executable, "-m", "icy_backend.cli", "simulate", "--port", str(port), "--env-file", str(env_path)]
     cmd += ["--block-time", str(block_time)]
+    if btc_block_time is not None:  # 0: Bitcoin blocks only on POST /esplora/_sim/mine
+        cmd += ["--btc-block-time", str(btc_block_time)]
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
         try:
