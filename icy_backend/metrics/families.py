@@ -24,7 +24,7 @@ HTTP_METHOD_LABELS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 
 BREAKER_STATE_VALUE = {"closed": 0, "half_open": 1, "open": 2}
 REORG_CHAINS = ("icy", "icy_swap")
-# btc_payout counts the payouts still to be paid (pending + broadcasting + confirming; held ones are not);
+# btc_payout counts the payouts not yet taken by a node (pending + broadcasting; held and confirming ones are not);
 # btc_broadcasting, btc_confirming and btc_held count those states alone; btc_daily_limit the pending payouts
 # waiting for room under BTC_PAYOUT_DAILY_LIMIT_SATS; swap_request the swap requests not yet completed or failed.
 PENDING_TRANSACTION_TYPES = (

@@ -28,7 +28,7 @@ class PayoutProcessor(ClaimStep):
 
 
 async def count_waiting(engine: AsyncEngine) -> int:
-    """Payouts still to be paid (pending, broadcasting, confirming)."""
+    """Payouts not yet taken by a node (pending, broadcasting)."""
     return (await queue_counts(engine)).waiting
 
 

@@ -124,8 +124,9 @@ class QueueCounts:
 
     @property
     def waiting(self) -> int:
-        """Payouts still to be paid (pending, broadcasting, confirming; not held)."""
-        return sum(self.by_status.get(s, 0) for s in ("pending", *IN_FLIGHT))
+        """Payouts not yet taken by a node (pending, broadcasting; not held). ``confirming`` ones are counted
+        apart: they wait for blocks, not for the service, and their age has its own gauge."""
+        return sum(self.by_status.get(s, 0) for s in ("pending", "broadcasting"))
 
 
 async def queue_counts(engine: AsyncEngine) -> QueueCounts:

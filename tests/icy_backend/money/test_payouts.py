@@ -317,7 +317,7 @@ async def test_job_sets_pending_and_broadcasting_gauges(world: BtcWorld, engine:
     assert (gauge("btc_payout"), gauge("btc_broadcasting")) == (1, 1)
     world.esplora_sim.faults.clear()
     await job(JobContext("btc_pending_transaction_processing"))
-    assert (gauge("btc_payout"), gauge("btc_broadcasting"), gauge("btc_confirming")) == (1, 0, 1)
+    assert (gauge("btc_payout"), gauge("btc_broadcasting"), gauge("btc_confirming")) == (0, 0, 1)
     world.mine()
     await job(JobContext("btc_pending_transaction_processing"))
     assert (gauge("btc_payout"), gauge("btc_broadcasting"), gauge("btc_confirming")) == (0, 0, 0)
