@@ -25,7 +25,12 @@ class P2wpkhKey:
         return cls(hashlib.sha256(seed).digest(), network)
 
     def sign_spend(
-        self, utxos: list[tuple[str, int, int]], outputs: list[tuple[str, int]], *, sequence: int = 0xFFFFFFFF
+        self,
+        utxos: list[tuple[str, int, int]],
+        outputs: list[tuple[str, int]],
+        *,
+        sequence: int = 0xFFFFFFFF,
+        locktime: int = 0,
     ) -> str:
         """Raw hex spending ``utxos`` [(txid, vout, value)] of this key to ``outputs`` [(address, sats)].
 
@@ -33,6 +38,7 @@ class P2wpkhKey:
         """
         tx = Transaction(
             version=2,
+            locktime=locktime,
             vin=[TransactionInput(bytes.fromhex(txid), vout, sequence=sequence) for txid, vout, _ in utxos],
             vout=[TransactionOutput(value, address_to_scriptpubkey(addr)) for addr, value in outputs],
         )

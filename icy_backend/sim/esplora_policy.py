@@ -11,6 +11,7 @@ from embit.script import Script
 from icy_backend.sim.btc_rules import (
     MAX_MONEY,
     MAX_STANDARD_WEIGHT,
+    SEQUENCE_FINAL,
     ParsedTx,
     check_p2wpkh_input,
     is_p2wpkh,
@@ -24,11 +25,17 @@ from icy_backend.sim.esplora_types import (
     MEMPOOL,
     MIN_RELAY_FEE_RATE,
     RPC_TRANSACTION_ERROR,
+    Block,
     Output,
     StoredTx,
     fee_at,
     rejected,
 )
+
+LOCKTIME_THRESHOLD = 500_000_000  # below: a block height, above: a unix time
+SEQUENCE_LOCKTIME_DISABLE = 1 << 31
+SEQUENCE_LOCKTIME_TYPE_TIME = 1 << 22
+SEQUENCE_LOCKTIME_MASK = 0xFFFF
 
 
 class MempoolPolicy:
@@ -38,6 +45,7 @@ class MempoolPolicy:
     outspends: dict[tuple[str, int], tuple[str, int]]
     mempool_min: float
     verify_signatures: bool
+    blocks: list[Block]
 
     def _check(self, tx: ParsedTx) -> tuple[list[Output], set[str]]:
         """Context checks in Bitcoin Core's order; returns the prevouts and the directly conflicting txids."""
@@ -55,6 +63,8 @@ class MempoolPolicy:
             raise rejected("bad-txns-inputs-duplicate")
         if tx.version not in (1, 2):
             raise rejected("version")
+        if not self._final(tx):
+            raise rejected("non-final")
         for o in tx.vout:
             if o.script[:1] == b"\x6a" and len(o.script) <= MAX_OP_RETURN:  # nulldata: standard, no dust limit
                 continue
@@ -78,6 +88,8 @@ class MempoolPolicy:
         for txid in conflicts:
             if not self._replaceable(txid):
                 raise rejected("txn-mempool-conflict")
+        if not self._sequence_locks_ok(tx):
+            raise rejected("non-BIP68-final")
         total_in = sum(p.value for p in prevouts)
         total_out = sum(o.value for o in tx.vout)
         if total_out > total_in:
@@ -90,6 +102,42 @@ class MempoolPolicy:
         if fee < mempool_min:
             raise rejected(f"mempool min fee not met, {fee} < {mempool_min}")
         return prevouts, conflicts
+
+    def _median_time_past(self, height: int | None = None) -> int:
+        """BIP 113: the median time of the 11 blocks up to ``height`` (default: the tip)."""
+        first = self.blocks[0].height
+        top = self.blocks[-1].height if height is None else max(min(height, self.blocks[-1].height), first)
+        times = sorted(b.time for b in self.blocks[max(top - first - 10, 0) : top - first + 1])
+        return times[len(times) // 2]
+
+    def _final(self, tx: ParsedTx) -> bool:
+        """Bitcoin Core's IsFinalTx for the next block: an absolute lock time already passed, or every input final."""
+        if tx.locktime == 0:
+            return True
+        next_height = self.blocks[-1].height + 1
+        cutoff = next_height if tx.locktime < LOCKTIME_THRESHOLD else self._median_time_past()
+        return tx.locktime < cutoff or all(i.sequence == SEQUENCE_FINAL for i in tx.vin)
+
+    def _sequence_locks_ok(self, tx: ParsedTx) -> bool:
+        """BIP 68 relative lock times (version 2), for a transaction in the next block."""
+        if tx.version < 2:
+            return True
+        next_height = self.blocks[-1].height + 1
+        for i in tx.vin:
+            if i.sequence & SEQUENCE_LOCKTIME_DISABLE:
+                continue
+            parent = self.txs.get(i.prev_txid)
+            coin_height = next_height
+            if parent is not None and parent.state == CONFIRMED and parent.block_height is not None:
+                coin_height = parent.block_height
+            lock = i.sequence & SEQUENCE_LOCKTIME_MASK
+            if i.sequence & SEQUENCE_LOCKTIME_TYPE_TIME:
+                min_time = self._median_time_past(coin_height - 1) + (lock << 9) - 1
+                if min_time >= self._median_time_past():
+                    return False
+            elif coin_height + lock - 1 >= next_height:
+                return False
+        return True
 
     def _replaceable(self, txid: str) -> bool:
         """BIP 125: the tx or one of its unconfirmed ancestors signals replaceability."""

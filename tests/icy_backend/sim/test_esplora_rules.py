@@ -240,3 +240,22 @@ async def test_own_bip143_sighash_agrees_with_embit(hashtype: int) -> None:
         assert bip143_sighash(ours, n, script_code, value, hashtype) == expected
     assert ours.txid == theirs.txid().hex()
     assert ours.serialize() == bytes.fromhex(raw)
+
+
+async def test_absolute_lock_time_must_have_passed(sim: EsploraSim, client: httpx.AsyncClient) -> None:
+    coin = sim.fund(WALLET.address, 100_000)
+    outputs = [(USER.address, 50_000), (WALLET.address, 49_000)]
+    early = WALLET.sign_spend([(coin[0], coin[1], 100_000)], outputs, sequence=RBF, locktime=sim.height + 1)
+    assert refusal(await post(client, early)) == (-26, "non-final")
+    # Anti-fee-sniping style (lock time = tip): minable in the next block.
+    ok = WALLET.sign_spend([(coin[0], coin[1], 100_000)], outputs, sequence=RBF, locktime=sim.height)
+    assert (await post(client, ok)).status_code == 200
+
+
+async def test_relative_lock_time_bip68(sim: EsploraSim, client: httpx.AsyncClient) -> None:
+    coin = sim.fund(WALLET.address, 100_000)  # confirmed in the tip block
+    outputs = [(USER.address, 50_000), (WALLET.address, 49_000)]
+    two_blocks = WALLET.sign_spend([(coin[0], coin[1], 100_000)], outputs, sequence=2)
+    assert refusal(await post(client, two_blocks)) == (-26, "non-BIP68-final")
+    sim.mine()  # the coin now has 2 confirmations: the next block is its 2nd block after
+    assert (await post(client, two_blocks)).status_code == 200
