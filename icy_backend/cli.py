@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import warnings
@@ -89,6 +90,16 @@ async def _serve(settings: Settings, config_path: Path) -> None:
         # `workers = 0` in hypercorn.toml documents the single-process model; serve() is that model.
         warnings.filterwarnings("ignore", message="The config `workers` has no affect")
         await serve(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+
+    from icy_backend.lifecycle import reap_leftover_tasks
+
+    if await reap_leftover_tasks():
+        # A task that ignores cancellation would hold asyncio.run's exit forever (and the pod until SIGKILL).
+        # Everything of ours has stopped by now: the lifespan completed. Flush the logs and leave.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 async def _migrate(settings: Settings) -> None:

@@ -36,3 +36,34 @@ async def test_closing_runs_even_when_the_lifespan_is_cancelled() -> None:
             scope.cancel()
             await anyio.sleep(1)
     assert closed == ["engine"]
+
+
+async def test_leftover_tasks_are_cancelled_and_a_stubborn_one_is_named_not_awaited() -> None:
+    import asyncio
+
+    from icy_backend.lifecycle import reap_leftover_tasks
+
+    cancelled: list[str] = []
+
+    async def polite() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.append("polite")
+            raise
+
+    async def stubborn() -> None:  # like the orphaned aiosqlite close: swallows the cancel, waits forever
+        try:
+            await asyncio.sleep(30)
+        finally:
+            await asyncio.get_running_loop().create_future()
+
+    tasks = [asyncio.ensure_future(polite()), asyncio.ensure_future(stubborn())]
+    await asyncio.sleep(0)
+    started = time.monotonic()
+    assert await reap_leftover_tasks(0.2, tasks) == [stubborn.__qualname__]
+    assert time.monotonic() - started < 1.5
+    assert cancelled == ["polite"]
+    tasks[1].cancel()  # let the test's own loop close (the server exits with os._exit instead)
+    with pytest.raises(asyncio.CancelledError):
+        await tasks[1]
