@@ -10,7 +10,7 @@ import pytest
 import yaml
 from starlette.routing import Route
 
-from icy_backend.lifecycle import KUBERNETES_MARGIN_SECONDS, SHUTDOWN_CLOSE_SECONDS
+from icy_backend.lifecycle import EXIT_REAP_SECONDS, KUBERNETES_MARGIN_SECONDS, SHUTDOWN_CLOSE_SECONDS
 from icy_backend.settings import Settings, load_settings
 from jobs.leader import LOCK_CLOSE_SECONDS
 from jobs.webhooks import PING_TIMEOUT_SECONDS
@@ -143,6 +143,7 @@ def shutdown_budget(pod: dict[str, Any], container: dict[str, Any]) -> dict[str,
         "hypercorn graceful_timeout": float(hypercorn["graceful_timeout"]),
         # The larger of what the lifespan's parts may take and hypercorn's bound on them.
         "lifespan shutdown": max(float(hypercorn["shutdown_timeout"]), sum(lifespan.values())),
+        "leftover tasks at exit": EXIT_REAP_SECONDS,
     }
 
 
