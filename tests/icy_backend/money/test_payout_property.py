@@ -1,7 +1,8 @@
 """Money, proven (SPEC §12): a stateful hypothesis test of the payout processor on the node simulator.
 
 Random sequences of swaps, processing runs that crash at every crash point, evictions, fee spikes and fee
-markets, foreign spends of wallet coins, reorgs (kept or dropped) and restarts. After every step: no payout is
+markets, fee wars in which dropped transactions come back, foreign spends of wallet coins, reorgs (kept or
+dropped), a primary Esplora down with failover to a lagging replica, and restarts. After every step: no payout is
 paid twice on the chain, every payout that became ``completed`` had its confirmations at that moment, every
 confirmed payment pays exactly its row's total; at the end of each sequence: treasury = start − Σ paid − Σ fees
 (− the coins foreign transactions took). In-process simulator + SQLite so that 1000 sequences fit in minutes.
@@ -41,6 +42,7 @@ from icy_backend.metrics.families import Metrics
 from icy_backend.metrics.registry import make_registry
 from icy_backend.sim.esplora import EsploraSim
 from icy_backend.sim.esplora_chain import BroadcastRejected, ControlError
+from icy_backend.sim.faults import Fault
 from icy_backend.sim.prices import PriceSim
 from tests.icy_backend.money.conftest import WIF, make_settings, recipient
 
@@ -69,8 +71,14 @@ class PayoutMachine(RuleBasedStateMachine):
         self.w = WORLD
         self.sim = EsploraSim("testnet", clock=lambda: 1_700_000_000.0)
         self.sim.set_fees({"6": 5.0}, mempool_min=1.0)
+        # A second Esplora endpoint: a view of the same node that lags behind (a replica behind a load balancer);
+        # the client fails over to it while the primary answers 503.
+        self.lagging = self.sim.lagging_view()
         self.settings = make_settings(
-            BTC_PAYOUT_CONFIRMATIONS=CONFIRMATIONS, BTC_PAYOUT_BUMP_AFTER_BLOCKS=2, BTC_MAX_TX_FEE_USD="5"
+            BTC_PAYOUT_CONFIRMATIONS=CONFIRMATIONS,
+            BTC_PAYOUT_BUMP_AFTER_BLOCKS=2,
+            BTC_MAX_TX_FEE_USD="5",
+            CB_BLOCKSTREAM_API_THRESHOLD=1_000_000,  # failover, not the breaker, is what this test exercises
         )
         self.metrics = Metrics(make_registry())
         self.breakers = Breakers(self.settings, self.metrics)
@@ -81,12 +89,19 @@ class PayoutMachine(RuleBasedStateMachine):
         self.processor = self._processor()
         STATS["examples"] += 1
 
+    async def _route(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("server", ("",))[0] == "esplora2":
+            STATS["lagging_calls"] = STATS.get("lagging_calls", 0) + 1
+            await self.lagging.app(scope, receive, send)
+        else:
+            await self.sim.app(scope, receive, send)
+
     def _processor(self) -> PayoutProcessor:
-        e_http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.sim.app))
+        e_http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self._route))
         p_http = httpx.AsyncClient(transport=httpx.ASGITransport(app=PriceSim(60000.0).app))
         return PayoutProcessor(
             self.w.engine,
-            EsploraClient(e_http, ["http://esplora"], self.breakers, self.metrics, deadline=5.0),
+            EsploraClient(e_http, ["http://esplora", "http://esplora2"], self.breakers, self.metrics, deadline=5.0),
             PriceClient(p_http, "http://coingecko", self.breakers, self.metrics, deadline=5.0),
             self.settings,
             WALLET,
@@ -169,6 +184,7 @@ class PayoutMachine(RuleBasedStateMachine):
     def settle(self) -> None:
         """Calm weather: fees fall back, blocks come, the processor runs until the queue has drained."""
         self.sim.set_fees({"2": 10.0, "6": 5.0}, mempool_min=1.0)
+        self.sim.faults.clear()
         for _ in range(2):
             self.run(None)
             self.sim.mine(CONFIRMATIONS)
@@ -191,6 +207,15 @@ class PayoutMachine(RuleBasedStateMachine):
             STATS["capped"] = STATS.get("capped", 0) + report.bumps.count("capped")
         self.processor.checkpoint = None
         return fired
+
+    @rule(down=st.booleans(), lag=st.sampled_from([0, 1, 3]))
+    def primary_endpoint(self, down: bool, lag: int) -> None:
+        """The primary Esplora answers 503 (calls fail over to the lagging replica) or comes back."""
+        self.lagging.lag = lag
+        if down:
+            self.sim.faults.set(Fault(path="*", status=503))
+        else:
+            self.sim.faults.clear()
 
     @rule()
     def restart(self) -> None:
