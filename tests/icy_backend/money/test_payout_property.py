@@ -382,4 +382,5 @@ def test_payouts_never_pay_twice_and_finish(world: _World) -> None:
     elapsed = time.perf_counter() - started
     print(f"payout property test: {STATS} in {elapsed:.1f} s")
     assert STATS["examples"] >= EXAMPLES
-    assert STATS["completed"] > 0 and STATS["crashes"] > 0
+    if EXAMPLES >= 1000:  # the sequences reached what they are meant to exercise (a short run may not)
+        assert STATS["completed"] > 0 and STATS["crashes"] > 0 and STATS["bumps"] > 0
