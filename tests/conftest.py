@@ -8,6 +8,7 @@ Session-wide: every transaction any Esplora simulator accepts during the session
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +19,20 @@ from icy_backend.sim.esplora_chain import RECORD_ENV
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def free_closed_port() -> int:
+    """A loopback port nobody listens on (connections are refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port nobody listens on (connections are refused)."""
+    return free_closed_port()
 
 
 @pytest.fixture(scope="session", autouse=True)

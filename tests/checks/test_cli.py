@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,15 +21,9 @@ from checks.cli import ask_readyz, run_checks_once
 from icy_backend.sim.combined import Simulators
 from icy_backend.sim.faults import Fault
 from tests.checks.conftest import HOST_TOKEN, PASS_TOKEN, PATH_TOKEN, USER_TOKEN, make_settings
+from tests.conftest import free_closed_port
 from tests.e2e.server import serve
 from tests.e2e.stack import silent_listener
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def _assert_clean(text: str) -> None:
@@ -88,7 +81,7 @@ async def test_esplora_down_is_unhealthy_and_exits_1(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_unhealthy_with_unreachable_upstreams_prints_no_urls() -> None:
-    port = _closed_port()
+    port = free_closed_port()
     url = f"http://{USER_TOKEN}:{PASS_TOKEN}@127.0.0.1:{port}/{PATH_TOKEN}"
     settings = make_settings(
         DATABASE_URL=f"postgresql+asyncpg://postgres:{PASS_TOKEN}@127.0.0.1:{port}/{HOST_TOKEN}",
@@ -139,7 +132,7 @@ async def test_url_timeout_is_bounded_and_unhealthy() -> None:
 @pytest.mark.anyio
 async def test_url_refused_connection_is_unhealthy() -> None:
     out = io.StringIO()
-    assert await ask_readyz(f"http://127.0.0.1:{_closed_port()}", 2.0, out) == 1
+    assert await ask_readyz(f"http://127.0.0.1:{free_closed_port()}", 2.0, out) == 1
     assert out.getvalue() == "readyz: connection_refused\n"
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 
 import httpx
 import pytest
@@ -28,15 +27,6 @@ PASSWORD = "pa55-w0rd-xyz"
 API_KEY = "api-key-0123456789"
 URL = f"https://user:{PASSWORD}@rpc.example.net/v2/{TOKEN}?apikey={API_KEY}#frag"
 LEAKS = (TOKEN, PASSWORD, API_KEY, "user:", "/v2/", "apikey=", "#frag")
-
-
-@pytest.fixture
-def closed_port() -> int:
-    """A loopback port nobody listens on (connections are refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def _assert_clean(text: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -47,15 +46,6 @@ def timeouts(metrics: Metrics, api: str, kind: str) -> float:
 
 def duration_count(metrics: Metrics, api: str, op: str, status: str) -> float:
     return sample(metrics, "icy_backend_external_api_duration_seconds_count", api_name=api, endpoint=op, status=status)
-
-
-@pytest.fixture
-def closed_port() -> int:
-    """A loopback port nobody listens on (connections are refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 @dataclass
