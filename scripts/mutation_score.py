@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from collections import defaultdict
 from pathlib import Path
 
@@ -29,6 +30,12 @@ def results() -> dict[str, str]:
         if sep and "__mutmut_" in name:
             found[name] = status.strip()
     return found
+
+
+def test_selection() -> list[str]:
+    """The test paths mutmut ran (pyproject's ``[tool.mutmut] pytest_add_cli_args_test_selection``)."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    return [str(p) for p in config["tool"]["mutmut"]["pytest_add_cli_args_test_selection"]]
 
 
 def module_of(mutant: str) -> str:
@@ -63,10 +70,18 @@ def main() -> int:
         print(f"\nsurvivors in {module} (`.venv/bin/mutmut show NAME` for the diff):")
         for name in names:
             print("  " + name)
+    scores = ", ".join(
+        f"{module.rsplit('.', 1)[-1]} {float(str(row['score'])):.1%}"
+        for module, row in sorted(table.items())
+        if int(str(row["mutants"]))
+    )
     record(
         "mutation",
         {"modules": table, "total": {"mutants": tested, "killed": killed}, "survivors": dict(survivors)},
-        notes="mutmut 3.8.1 over the money modules with tests/icy_backend/money and tests/icy_backend/domain",
+        notes="mutmut 3.8.1 over the money modules with the tests in "
+        + ", ".join(test_selection())
+        + "; survivors judged equivalent are listed in bench/README.md",
+        headline=f"mutation score {scores} (killed {killed} of {tested} mutants)",
         argv=["scripts/mutation.sh", *sys.argv[1:]],
     )
     return 0
