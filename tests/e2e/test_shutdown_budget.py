@@ -51,9 +51,11 @@ async def _terminate_and_check(tmp_path: Path, env: dict[str, str], receiver: Re
         elapsed = time.monotonic() - term_at
         log = server.log()
     assert server.process.returncode == 0, log[-4000:]
-    # Awaited (not dropped at once), but only for the grace period, not the pings' own 10 s bound.
-    # (Closing clients and the SQLite pool is quick here; its worst-case bound is SHUTDOWN_CLOSE_SECONDS.)
-    assert GRACE_S - 0.5 <= elapsed <= GRACE_S + 2.5, (elapsed, log[-2000:])
+    # Awaited (not dropped at once), but only for the grace period, not the pings' own 10 s bound: the upper bound
+    # is the grace plus the 2 s the budget gives leftover tasks at exit plus interpreter exit on a busy machine,
+    # still well below what waiting for the pings (>= 10 s) would take. (Closing clients and the SQLite pool is
+    # quick here; its worst-case bound is SHUTDOWN_CLOSE_SECONDS.)
+    assert GRACE_S - 0.5 <= elapsed <= GRACE_S + 5.0, (elapsed, log[-2000:])
     assert "icy-backend stopped" in log
     assert "timed out" in log  # the pings cut by the grace are reported (by job name)
     assert "Traceback" not in log
