@@ -239,9 +239,11 @@ async def _business(a: httpx.AsyncClient, upstream: str, kind: str) -> str:
             for _ in range(3):
                 tg.start_soon(one)
         for t in results:
-            assert t.status == 503, t
-            assert_clean_envelope(t)
-        first = max(results, key=lambda t: t.ms)
+            # A 200 here joined a computation that started before the fault (single-flight): a good, late answer.
+            assert t.status in (200, 503), t
+            if t.status == 503:
+                assert_clean_envelope(t)
+        first = max((t for t in results if t.status == 503), key=lambda t: t.ms, default=None)
     for _ in range(10):
         t = await timed_get(a, path)
         assert t.status == 503, t
@@ -293,6 +295,10 @@ async def test_upstream_fault(matrix: Matrix, upstream: str, kind: str) -> None:
         finally:
             await ctl.clear(upstream)
             await ctl.aclose()
+            if kind == "slow":
+                # A computation started under the slow fault (a job's, say) is still in flight for up to its
+                # latency; the next case's requests would join it (single-flight) and get its late, good answer.
+                await anyio.sleep(FAULTS["slow"]["latency_ms"] / 1000 + 0.5)
         row.business = business_cell[0] if business_cell else "-"
 
         # Health: every endpoint within its SLA, readiness untouched by an upstream fault.

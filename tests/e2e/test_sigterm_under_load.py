@@ -203,6 +203,13 @@ async def test_sigkill_after_broadcast_then_restart_pays_once(tmp_path: Path) ->
                 with serve(tmp_path / "first", env, ready_path="/readyz") as server:
                     await ctl.client.put("/esplora/_sim/faults", json={"path": "/tx", "hang_after": True})
                     assert await wait_for(lambda: _positive(broadcasting), timeout=30), "no payout reached broadcasting"
+
+                    # Kill only once the node has taken the transaction (its answer hangs): the row is committed
+                    # ``broadcasting`` a moment before the POST is sent, and this test is about the moment after.
+                    async def sent() -> int:
+                        return len(await ctl.payments())
+
+                    assert await wait_for(lambda: _positive(sent), timeout=30), "the broadcast never reached the node"
                     server.process.kill()
                     server.process.wait(10)
                 await ctl.clear()
